@@ -1,0 +1,597 @@
+//! Preflight: reads what zdm-ost needs to know about the server and the table, and refuses to
+//! start when something would make the migration unsafe. Only reads; never changes anything.
+//!
+//! Each refusal is its own [`PreflightError`] variant whose text names the object and the fix.
+//! What is worth knowing but not a reason to stop (size, row estimate, long transactions,
+//! replica lag) is reported in [`Preflight`].
+
+use std::collections::BTreeSet;
+
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Row};
+use serde::Serialize;
+
+use crate::conn::{Endpoint, Flavor, ServerInfo};
+use crate::ddl::TableNames;
+use crate::sql::{qualified, server_message};
+
+/// Transactions open longer than this are reported.
+pub const LONG_TRX_SECONDS: u64 = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PreflightError {
+    #[error("{server} is not supported: zdm-ost needs MySQL 8.0 or newer, or MariaDB 10.6 or newer")]
+    UnsupportedServer { server: String },
+    #[error("binary logging is off on {addr} (log_bin=OFF): zdm-ost follows changes through the binlog. Start the server with log_bin enabled (it cannot be changed at runtime), binlog_format=ROW and binlog_row_image=FULL")]
+    LogBinOff { addr: String },
+    #[error("{setting} is {actual} on {addr}, zdm-ost needs {expected}. Fix: {fix}")]
+    Setting {
+        addr: String,
+        setting: &'static str,
+        expected: &'static str,
+        actual: String,
+        fix: String,
+    },
+    #[error("database `{db}` does not exist on {addr}: check --database")]
+    DatabaseNotFound { addr: String, db: String },
+    #[error("table `{db}`.`{table}` does not exist on {addr}: check --database and --table")]
+    TableNotFound {
+        addr: String,
+        db: String,
+        table: String,
+    },
+    #[error("`{db}`.`{table}` is a view, not a table: alter the table(s) it reads from")]
+    IsView { db: String, table: String },
+    #[error("`{db}`.`{table}` uses the {engine} engine; zdm-ost migrates InnoDB tables only (it needs row locks and transactions). Convert it first, e.g. ALTER TABLE ... ENGINE=InnoDB, natively")]
+    NotInnoDb {
+        db: String,
+        table: String,
+        engine: String,
+    },
+    #[error("`{db}`.`{table}` has no primary key and no unique key over NOT NULL columns, so zdm-ost cannot copy it in chunks or follow its rows. Add a primary key first")]
+    NoUsableKey { db: String, table: String },
+    #[error("`{db}`.`{table}` takes part in foreign keys ({list}). zdm-ost copies into a new table and renames it: child tables would keep pointing at the old table, and the new table's constraints would be checked against the wrong rows. Drop the foreign keys first, or change the table natively")]
+    ForeignKeys {
+        db: String,
+        table: String,
+        list: String,
+    },
+    #[error("`{db}`.`{table}` has triggers ({list}). Triggers stay with the old table at the rename and would be lost, and they may write to other tables while rows are copied. Drop them first (and recreate them after), or change the table natively")]
+    Triggers {
+        db: String,
+        table: String,
+        list: String,
+    },
+    #[error("table {name} already exists: {hint}")]
+    Leftover { name: String, hint: String },
+    #[error("user {user} lacks privileges zdm-ost needs: {missing}. Grant them, e.g.: {grant}")]
+    MissingPrivileges {
+        user: String,
+        missing: String,
+        grant: String,
+    },
+    #[error("reading {what} failed: {reason}")]
+    Query { what: &'static str, reason: String },
+}
+
+fn q(what: &'static str) -> impl FnOnce(mysql_async::Error) -> PreflightError {
+    move |e| PreflightError::Query {
+        what,
+        reason: server_message(&e),
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ColumnInfo {
+    pub name: String,
+    pub column_type: String,
+    pub nullable: bool,
+    pub generated: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IndexInfo {
+    pub name: String,
+    pub unique: bool,
+    pub columns: Vec<String>,
+    /// Some column is indexed by a prefix only (unusable as a chunking key).
+    pub prefix: bool,
+}
+
+/// A table as `information_schema` describes it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableInfo {
+    pub db: String,
+    pub table: String,
+    pub engine: String,
+    pub data_bytes: u64,
+    pub index_bytes: u64,
+    pub rows_estimate: u64,
+    pub auto_increment: Option<u64>,
+    pub columns: Vec<ColumnInfo>,
+    pub indexes: Vec<IndexInfo>,
+}
+
+impl TableInfo {
+    /// Reads a base table; `Ok(None)` when there is none of that name.
+    pub async fn read(conn: &mut Conn, db: &str, table: &str) -> Result<Option<TableInfo>, PreflightError> {
+        let row: Option<(String, Option<String>, Option<u64>, Option<u64>, Option<u64>, Option<u64>)> = conn
+            .exec_first(
+                "SELECT /* zdm-ost */ TABLE_TYPE, ENGINE, DATA_LENGTH, INDEX_LENGTH, TABLE_ROWS, AUTO_INCREMENT \
+                 FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (db, table),
+            )
+            .await
+            .map_err(q("the table's status"))?;
+        let Some((kind, engine, data, index, rows, ai)) = row else {
+            return Ok(None);
+        };
+        if kind == "VIEW" {
+            return Err(PreflightError::IsView {
+                db: db.into(),
+                table: table.into(),
+            });
+        }
+        let columns: Vec<(String, String, String, String)> = conn
+            .exec(
+                "SELECT /* zdm-ost */ COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, EXTRA FROM information_schema.COLUMNS \
+                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+                (db, table),
+            )
+            .await
+            .map_err(q("the table's columns"))?;
+        let columns = columns
+            .into_iter()
+            .map(|(name, column_type, nullable, extra)| {
+                let extra = extra.to_ascii_uppercase();
+                ColumnInfo {
+                    name,
+                    column_type,
+                    nullable: nullable == "YES",
+                    generated: extra.contains("VIRTUAL") || extra.contains("STORED") || extra.contains("PERSISTENT"),
+                }
+            })
+            .collect();
+        let parts: Vec<(String, u8, String, Option<u64>)> = conn
+            .exec(
+                "SELECT /* zdm-ost */ INDEX_NAME, NON_UNIQUE, COLUMN_NAME, SUB_PART FROM information_schema.STATISTICS \
+                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY INDEX_NAME = 'PRIMARY' DESC, INDEX_NAME, SEQ_IN_INDEX",
+                (db, table),
+            )
+            .await
+            .map_err(q("the table's indexes"))?;
+        let mut indexes: Vec<IndexInfo> = Vec::new();
+        for (name, non_unique, col, sub_part) in parts {
+            match indexes.last_mut() {
+                Some(ix) if ix.name == name => {
+                    ix.columns.push(col);
+                    ix.prefix |= sub_part.is_some();
+                }
+                _ => indexes.push(IndexInfo {
+                    name,
+                    unique: non_unique == 0,
+                    columns: vec![col],
+                    prefix: sub_part.is_some(),
+                }),
+            }
+        }
+        Ok(Some(TableInfo {
+            db: db.into(),
+            table: table.into(),
+            engine: engine.unwrap_or_default(),
+            data_bytes: data.unwrap_or(0),
+            index_bytes: index.unwrap_or(0),
+            rows_estimate: rows.unwrap_or(0),
+            auto_increment: ai,
+            columns,
+            indexes,
+        }))
+    }
+
+    pub fn column(&self, name: &str) -> Option<&ColumnInfo> {
+        self.columns.iter().find(|c| c.name.eq_ignore_ascii_case(name))
+    }
+
+    /// Keys that can drive chunking and row identity: the primary key first, then unique keys
+    /// over NOT NULL columns without prefixes, fewest columns first.
+    pub fn candidate_keys(&self) -> Vec<&IndexInfo> {
+        let mut keys: Vec<&IndexInfo> = self
+            .indexes
+            .iter()
+            .filter(|ix| ix.unique && !ix.prefix)
+            .filter(|ix| ix.columns.iter().all(|c| self.column(c).is_some_and(|ci| !ci.nullable)))
+            .collect();
+        keys.sort_by_key(|ix| (ix.name != "PRIMARY", ix.columns.len()));
+        keys
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LongTransaction {
+    pub id: u64,
+    pub user: String,
+    pub seconds: u64,
+    pub statement: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicaReport {
+    pub addr: String,
+    pub server: Option<String>,
+    pub io_running: Option<String>,
+    pub sql_running: Option<String>,
+    /// `Seconds_Behind_Master`; `None` when unknown (replication stopped, or not a replica).
+    pub lag_seconds: Option<u64>,
+    pub problem: Option<String>,
+}
+
+/// What preflight found. Only produced when every check passed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Preflight {
+    pub server: ServerInfo,
+    pub table: TableInfo,
+    pub long_transactions: Vec<LongTransaction>,
+    pub replicas: Vec<ReplicaReport>,
+    pub warnings: Vec<String>,
+}
+
+/// Runs every check, in order, against the primary.
+pub async fn preflight(
+    conn: &mut Conn,
+    primary: &Endpoint,
+    replicas: &[(String, u16)],
+    db: &str,
+    names: &TableNames,
+) -> Result<Preflight, PreflightError> {
+    let addr = primary.to_string();
+    let server = ServerInfo::read(conn).await.map_err(q("the server version"))?;
+    check_version(&server)?;
+    check_binlog(conn, &server, &addr).await?;
+
+    let exists: Option<String> = conn
+        .exec_first(
+            "SELECT /* zdm-ost */ SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+            (db,),
+        )
+        .await
+        .map_err(q("the database list"))?;
+    if exists.is_none() {
+        return Err(PreflightError::DatabaseNotFound { addr, db: db.into() });
+    }
+    let table = TableInfo::read(conn, db, &names.original)
+        .await?
+        .ok_or_else(|| PreflightError::TableNotFound {
+            addr: addr.clone(),
+            db: db.into(),
+            table: names.original.clone(),
+        })?;
+    if !table.engine.eq_ignore_ascii_case("InnoDB") {
+        return Err(PreflightError::NotInnoDb {
+            db: db.into(),
+            table: names.original.clone(),
+            engine: table.engine.clone(),
+        });
+    }
+    if table.candidate_keys().is_empty() {
+        return Err(PreflightError::NoUsableKey {
+            db: db.into(),
+            table: names.original.clone(),
+        });
+    }
+    check_foreign_keys_and_triggers(conn, db, &names.original).await?;
+    check_leftovers(conn, db, names).await?;
+    let mut warnings = Vec::new();
+    check_privileges(conn, &server, db, &mut warnings).await?;
+
+    let long_transactions = long_transactions(conn).await.unwrap_or_else(|e| {
+        warnings.push(format!("could not list open transactions: {e}"));
+        Vec::new()
+    });
+    let mut reports = Vec::new();
+    for (host, port) in replicas {
+        reports.push(replica_report(&primary.with_addr(host, *port)).await);
+    }
+    let dump_threads: Option<u64> = conn
+        .query_first(
+            "SELECT /* zdm-ost */ COUNT(*) FROM information_schema.PROCESSLIST \
+             WHERE COMMAND IN ('Binlog Dump', 'Binlog Dump GTID')",
+        )
+        .await
+        .ok()
+        .flatten();
+    if let Some(n) = dump_threads {
+        if n as usize > replicas.len() {
+            warnings.push(format!(
+                "{n} replica connection(s) read this server's binlog but {} --replica given: lag on the others is not watched",
+                replicas.len()
+            ));
+        }
+    }
+    Ok(Preflight {
+        server,
+        table,
+        long_transactions,
+        replicas: reports,
+        warnings,
+    })
+}
+
+fn check_version(server: &ServerInfo) -> Result<(), PreflightError> {
+    let ok = match server.flavor {
+        Flavor::MySql => server.version >= (8, 0, 0),
+        Flavor::MariaDb => server.version >= (10, 6, 0),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(PreflightError::UnsupportedServer {
+            server: server.to_string(),
+        })
+    }
+}
+
+async fn check_binlog(conn: &mut Conn, server: &ServerInfo, addr: &str) -> Result<(), PreflightError> {
+    let (log_bin, format, image): (u8, String, String) = conn
+        .query_first("SELECT /* zdm-ost */ @@global.log_bin, @@global.binlog_format, @@global.binlog_row_image")
+        .await
+        .map_err(q("binlog settings"))?
+        .unwrap_or_default();
+    if log_bin == 0 {
+        return Err(PreflightError::LogBinOff { addr: addr.into() });
+    }
+    let reconnect = "; sessions opened before the change keep their old value, so restart long-lived application connections";
+    if !format.eq_ignore_ascii_case("ROW") {
+        return Err(PreflightError::Setting {
+            addr: addr.into(),
+            setting: "binlog_format",
+            expected: "ROW",
+            actual: format,
+            fix: format!("SET GLOBAL binlog_format = 'ROW' (and set it in the server's config){reconnect}"),
+        });
+    }
+    if !image.eq_ignore_ascii_case("FULL") {
+        return Err(PreflightError::Setting {
+            addr: addr.into(),
+            setting: "binlog_row_image",
+            expected: "FULL",
+            actual: image,
+            fix: format!("SET GLOBAL binlog_row_image = 'FULL' (and set it in the server's config){reconnect}"),
+        });
+    }
+    if server.flavor == Flavor::MariaDb {
+        let compress: Option<u8> = conn
+            .query_first("SELECT /* zdm-ost */ @@global.log_bin_compress")
+            .await
+            .map_err(q("binlog settings"))?;
+        if compress == Some(1) {
+            return Err(PreflightError::Setting {
+                addr: addr.into(),
+                setting: "log_bin_compress",
+                expected: "OFF",
+                actual: "ON".into(),
+                fix: "SET GLOBAL log_bin_compress = OFF (compressed row events cannot be decoded safely)".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn check_foreign_keys_and_triggers(conn: &mut Conn, db: &str, table: &str) -> Result<(), PreflightError> {
+    let fks: Vec<(String, String, String, String, String)> = conn
+        .exec(
+            "SELECT /* zdm-ost */ CONSTRAINT_NAME, CONSTRAINT_SCHEMA, TABLE_NAME, UNIQUE_CONSTRAINT_SCHEMA, REFERENCED_TABLE_NAME \
+             FROM information_schema.REFERENTIAL_CONSTRAINTS \
+             WHERE (CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ?) OR (UNIQUE_CONSTRAINT_SCHEMA = ? AND REFERENCED_TABLE_NAME = ?) \
+             ORDER BY CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME",
+            (db, table, db, table),
+        )
+        .await
+        .map_err(q("foreign keys"))?;
+    if !fks.is_empty() {
+        let list = fks
+            .iter()
+            .map(|(name, cs, ct, rs, rt)| format!("{name}: {} -> {}", qualified(cs, ct), qualified(rs, rt)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(PreflightError::ForeignKeys {
+            db: db.into(),
+            table: table.into(),
+            list,
+        });
+    }
+    let triggers: Vec<String> = conn
+        .exec(
+            "SELECT /* zdm-ost */ TRIGGER_NAME FROM information_schema.TRIGGERS \
+             WHERE EVENT_OBJECT_SCHEMA = ? AND EVENT_OBJECT_TABLE = ? ORDER BY TRIGGER_NAME",
+            (db, table),
+        )
+        .await
+        .map_err(q("triggers"))?;
+    if !triggers.is_empty() {
+        return Err(PreflightError::Triggers {
+            db: db.into(),
+            table: table.into(),
+            list: triggers.join(", "),
+        });
+    }
+    Ok(())
+}
+
+async fn check_leftovers(conn: &mut Conn, db: &str, names: &TableNames) -> Result<(), PreflightError> {
+    let helpers = [&names.ghost, &names.old, &names.changelog, &names.probe];
+    for name in helpers {
+        let found: Option<String> = conn
+            .exec_first(
+                "SELECT /* zdm-ost */ TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (db, name.as_str()),
+            )
+            .await
+            .map_err(q("leftover helper tables"))?;
+        if found.is_none() {
+            continue;
+        }
+        let full = qualified(db, name);
+        let hint = if name == &names.old {
+            format!(
+                "it is the old table kept by an earlier migration of {}. Once you no longer need it, DROP TABLE {full} (or rename it) and run again",
+                qualified(db, &names.original)
+            )
+        } else {
+            format!(
+                "it is left over from an earlier zdm-ost run on {}, or one is running now. If none is running, DROP TABLE {full} and run again",
+                qualified(db, &names.original)
+            )
+        };
+        return Err(PreflightError::Leftover { name: full, hint });
+    }
+    Ok(())
+}
+
+async fn check_privileges(
+    conn: &mut Conn,
+    server: &ServerInfo,
+    db: &str,
+    warnings: &mut Vec<String>,
+) -> Result<(), PreflightError> {
+    const GRANTEE: &str = "CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1), '''@''', SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''')";
+    let user: String = conn
+        .query_first("SELECT /* zdm-ost */ CURRENT_USER()")
+        .await
+        .map_err(q("the current user"))?
+        .unwrap_or_default();
+    let global: Vec<String> = conn
+        .query(format!(
+            "SELECT /* zdm-ost */ PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES WHERE GRANTEE = {GRANTEE}"
+        ))
+        .await
+        .map_err(q("the user's privileges"))?;
+    let schema: Vec<String> = conn
+        .exec(
+            format!(
+                "SELECT /* zdm-ost */ PRIVILEGE_TYPE FROM information_schema.SCHEMA_PRIVILEGES \
+                 WHERE GRANTEE = {GRANTEE} AND TABLE_SCHEMA = ?"
+            ),
+            (db,),
+        )
+        .await
+        .map_err(q("the user's privileges"))?;
+    let have: BTreeSet<String> = global.iter().chain(schema.iter()).map(|p| p.to_ascii_uppercase()).collect();
+    let global: BTreeSet<String> = global.iter().map(|p| p.to_ascii_uppercase()).collect();
+    let table_privs = ["SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER", "INDEX", "LOCK TABLES"];
+    let mut missing_db: Vec<&str> = table_privs.iter().copied().filter(|p| !have.contains(*p)).collect();
+    let mut missing_global: Vec<&str> = Vec::new();
+    if !global.contains("REPLICATION SLAVE") {
+        missing_global.push("REPLICATION SLAVE");
+    }
+    // MariaDB 10.5+ calls REPLICATION CLIENT "BINLOG MONITOR".
+    if !global.contains("REPLICATION CLIENT") && !global.contains("BINLOG MONITOR") {
+        missing_global.push("REPLICATION CLIENT");
+    }
+    if !global.contains("PROCESS") {
+        warnings.push(format!(
+            "user {user} lacks PROCESS: other users' long transactions cannot be seen before the cut-over lock"
+        ));
+    }
+    if missing_db.is_empty() && missing_global.is_empty() {
+        return Ok(());
+    }
+    let grantee = user
+        .split_once('@')
+        .map(|(u, h)| format!("'{u}'@'{h}'"))
+        .unwrap_or_else(|| user.clone());
+    let mut grants = Vec::new();
+    if !missing_db.is_empty() {
+        grants.push(format!("GRANT {} ON {}.* TO {grantee}", missing_db.join(", "), crate::sql::quote_ident(db)));
+    }
+    if !missing_global.is_empty() {
+        grants.push(format!("GRANT {} ON *.* TO {grantee}", missing_global.join(", ")));
+    }
+    let _ = server;
+    let mut missing: Vec<String> = missing_db.drain(..).map(|p| format!("{p} on `{db}`")).collect();
+    missing.extend(missing_global.iter().map(|p| format!("{p} (global)")));
+    Err(PreflightError::MissingPrivileges {
+        user: grantee,
+        missing: missing.join(", "),
+        grant: grants.join("; "),
+    })
+}
+
+/// Transactions open longer than [`LONG_TRX_SECONDS`], oldest first.
+pub async fn long_transactions(conn: &mut Conn) -> Result<Vec<LongTransaction>, mysql_async::Error> {
+    let rows: Vec<(u64, Option<String>, i64, Option<String>)> = conn
+        .exec(
+            "SELECT /* zdm-ost */ t.trx_mysql_thread_id, p.USER, TIMESTAMPDIFF(SECOND, t.trx_started, NOW()), \
+             COALESCE(t.trx_query, p.INFO) \
+             FROM information_schema.INNODB_TRX t LEFT JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id \
+             WHERE t.trx_started <= NOW() - INTERVAL ? SECOND AND t.trx_mysql_thread_id <> CONNECTION_ID() \
+             ORDER BY t.trx_started",
+            (LONG_TRX_SECONDS,),
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, user, secs, statement)| LongTransaction {
+            id,
+            user: user.unwrap_or_else(|| "?".into()),
+            seconds: secs.max(0) as u64,
+            statement,
+        })
+        .collect())
+}
+
+/// Connects to a replica and reads its replication status. Never fails: problems are reported.
+pub async fn replica_report(ep: &Endpoint) -> ReplicaReport {
+    let mut report = ReplicaReport {
+        addr: ep.to_string(),
+        server: None,
+        io_running: None,
+        sql_running: None,
+        lag_seconds: None,
+        problem: None,
+    };
+    let mut conn = match ep.connect().await {
+        Ok(c) => c,
+        Err(e) => {
+            report.problem = Some(e.to_string());
+            return report;
+        }
+    };
+    let server = match ServerInfo::read(&mut conn).await {
+        Ok(s) => s,
+        Err(e) => {
+            report.problem = Some(server_message(&e));
+            return report;
+        }
+    };
+    report.server = Some(server.to_string());
+    let row: Result<Option<Row>, _> = conn.query_first(server.replica_status_sql()).await;
+    match row {
+        Err(e) => report.problem = Some(format!("cannot read replica status: {}", server_message(&e))),
+        Ok(None) => report.problem = Some("not a replica (replica status is empty)".into()),
+        Ok(Some(row)) => {
+            let get = |names: &[&str]| -> Option<mysql_async::Value> {
+                names.iter().find_map(|n| row.get_opt::<mysql_async::Value, _>(*n).and_then(|r| r.ok()))
+            };
+            let text = |v: Option<mysql_async::Value>| -> Option<String> {
+                match v {
+                    Some(mysql_async::Value::Bytes(b)) => Some(String::from_utf8_lossy(&b).into_owned()),
+                    Some(mysql_async::Value::Int(i)) => Some(i.to_string()),
+                    Some(mysql_async::Value::UInt(i)) => Some(i.to_string()),
+                    _ => None,
+                }
+            };
+            report.io_running = text(get(&["Slave_IO_Running", "Replica_IO_Running"]));
+            report.sql_running = text(get(&["Slave_SQL_Running", "Replica_SQL_Running"]));
+            report.lag_seconds = text(get(&["Seconds_Behind_Master", "Seconds_Behind_Source"])).and_then(|s| s.parse().ok());
+            if report.io_running.as_deref() != Some("Yes") || report.sql_running.as_deref() != Some("Yes") {
+                report.problem = Some(format!(
+                    "replication is not running (IO={}, SQL={})",
+                    report.io_running.as_deref().unwrap_or("?"),
+                    report.sql_running.as_deref().unwrap_or("?")
+                ));
+            }
+        }
+    }
+    let _ = conn.disconnect().await;
+    report
+}

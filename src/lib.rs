@@ -1,0 +1,31 @@
+//! zdm-ost: zero-downtime schema changes for MySQL 8.0 and MariaDB 10.6+.
+//!
+//! The parts, one module each (see DESIGN.md): `cli` (flags), `conn` (connections, server
+//! flavour), `inspect` (preflight), `ddl` (understanding --alter, helper names), `plan` (probe,
+//! classification, dry-run report), `sql` (quoting, statement tag), `error`.
+
+pub mod cli;
+pub mod conn;
+pub mod ddl;
+pub mod error;
+pub mod inspect;
+pub mod plan;
+pub mod sql;
+
+use tokio_util::sync::CancellationToken;
+
+pub use error::Error;
+
+/// A dry run: preflight, probe, plan. Changes nothing and leaves nothing behind.
+pub async fn dry_run(cfg: &cli::Config, cancel: &CancellationToken) -> Result<plan::Plan, Error> {
+    let names = ddl::TableNames::new(&cfg.table)?;
+    let spec = ddl::parse_alter(&cfg.alter, &cfg.table)?;
+    let mut conn = cfg.primary.connect().await?;
+    let pre = tokio::select! {
+        r = inspect::preflight(&mut conn, &cfg.primary, &cfg.replicas, &cfg.database, &names) => r?,
+        _ = cancel.cancelled() => return Err(Error::Cancelled),
+    };
+    let probe = plan::probe(&mut conn, &cfg.primary, &cfg.database, &names, &spec, &pre.table, cancel).await?;
+    let _ = conn.disconnect().await;
+    Ok(plan::Plan::new(cfg.primary.to_string(), &spec, names, pre, probe))
+}

@@ -1,0 +1,504 @@
+//! The plan: what `--execute` would do, worked out without changing anything.
+//!
+//! The ALTER is validated for real: applied to an empty clone of the table (`<t>_zdm_prb`,
+//! created with `CREATE TABLE ... LIKE`), first with `ALGORITHM=INSTANT`, then
+//! `ALGORITHM=INPLACE, LOCK=NONE`, then plainly (COPY). The first that the server accepts is the
+//! classification; if none is accepted the ALTER is invalid and the server's reason is shown.
+//! The clone's columns and keys give the column mapping and the key shared by both tables.
+//! A short timed sample copy into the clone (in `READ COMMITTED`, a non-locking read) estimates
+//! the copy time, and fails early on data the new schema cannot hold.
+//!
+//! Invariant: the clone is dropped on every path out of [`probe`] — success, error, or
+//! cancellation — and its statements are kept out of the binlog when the user may do so
+//! (`sql_log_bin = 0`), so a dry run leaves nothing behind, not even on replicas.
+
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use mysql_async::prelude::*;
+use mysql_async::Conn;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::conn::ServerInfo;
+use crate::ddl::{column_mapping, AlterSpec, MappedColumn, TableNames};
+use crate::inspect::{IndexInfo, Preflight, TableInfo};
+use crate::sql::{ident_list, qualified, quote_ident, server_code, server_message};
+
+/// Rows copied into the clone to time the copy.
+pub const SAMPLE_ROWS: u64 = 2000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("the server rejects the ALTER on an empty copy of the table: {reason}. Fix --alter")]
+    InvalidAlter { reason: String },
+    #[error("after the ALTER, the new table shares no primary key or unique key over NOT NULL columns with `{table}` ({detail}). zdm-ost identifies rows by a key both tables have: keep the primary key, or keep a unique key over NOT NULL columns")]
+    NoSharedKey { table: String, detail: String },
+    #[error("copying a sample of rows into a copy of the table with the new schema failed: {reason}. The migration would fail the same way: fix the data or the ALTER first")]
+    SampleCopy { reason: String },
+    #[error("table {name} already exists: another zdm-ost run on this table may be planning now. If none is, DROP TABLE {name} and run again")]
+    ProbeExists { name: String },
+    #[error("{what} failed: {reason}")]
+    Query { what: &'static str, reason: String },
+    #[error(transparent)]
+    Preflight(#[from] crate::inspect::PreflightError),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+fn q(what: &'static str) -> impl FnOnce(mysql_async::Error) -> PlanError {
+    move |e| PlanError::Query {
+        what,
+        reason: server_message(&e),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Algorithm {
+    /// Metadata only.
+    Instant,
+    /// Changed in place without blocking writes (may still rebuild the table).
+    Inplace,
+    /// Only as a full table copy that blocks writes.
+    Copy,
+}
+
+impl std::fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Algorithm::Instant => "INSTANT",
+            Algorithm::Inplace => "INPLACE",
+            Algorithm::Copy => "COPY",
+        })
+    }
+}
+
+/// The key that identifies rows in both tables and drives the chunked copy.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChunkKey {
+    pub original_index: String,
+    pub ghost_index: String,
+    /// Column names in the original table, in index order.
+    pub columns: Vec<String>,
+    /// The same columns' names in the new table.
+    pub ghost_columns: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Estimate {
+    pub sample_rows: u64,
+    pub sample_seconds: f64,
+    pub rows_per_second: Option<f64>,
+    pub copy_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub host: String,
+    pub server: ServerInfo,
+    pub database: String,
+    pub table: String,
+    pub alter: String,
+    pub names: TableNames,
+    pub data_bytes: u64,
+    pub index_bytes: u64,
+    pub rows_estimate: u64,
+    pub chunk_key: ChunkKey,
+    pub mapping: Vec<MappedColumn>,
+    pub dropped_columns: Vec<String>,
+    pub algorithm: Algorithm,
+    pub replicas: Vec<crate::inspect::ReplicaReport>,
+    pub long_transactions: Vec<crate::inspect::LongTransaction>,
+    pub estimate: Estimate,
+    pub steps: Vec<String>,
+    pub warnings: Vec<String>,
+    /// The ghost table as the clone showed it (columns and keys after the ALTER).
+    #[serde(skip)]
+    pub ghost: TableInfo,
+    #[serde(skip)]
+    pub original: TableInfo,
+}
+
+/// What the probe clone taught us.
+pub struct Probe {
+    pub algorithm: Algorithm,
+    pub ghost: TableInfo,
+    pub mapping: Vec<MappedColumn>,
+    pub chunk_key: ChunkKey,
+    pub estimate: Estimate,
+}
+
+/// Builds and drops the probe clone; see the module docs.
+pub async fn probe(
+    conn: &mut Conn,
+    endpoint: &crate::conn::Endpoint,
+    db: &str,
+    names: &TableNames,
+    spec: &AlterSpec,
+    original: &TableInfo,
+    cancel: &CancellationToken,
+) -> Result<Probe, PlanError> {
+    let probe = qualified(db, &names.probe);
+    // Keep the clone out of the binlog where allowed; it is gone again at the end anyway.
+    let unlogged = conn.query_drop("SET SESSION sql_log_bin = 0").await.is_ok();
+    let created = conn
+        .query_drop(format!(
+            "CREATE /* zdm-ost */ TABLE {probe} LIKE {}",
+            qualified(db, &names.original)
+        ))
+        .await;
+    let result = match created {
+        Err(e) if server_code(&e) == Some(1050) => Err(PlanError::ProbeExists { name: probe.clone() }),
+        Err(e) => Err(q("creating the probe table")(e)),
+        Ok(()) => tokio::select! {
+            r = probe_inner(conn, db, names, spec, original) => r,
+            _ = cancel.cancelled() => Err(PlanError::Cancelled),
+        },
+    };
+    let was_created = !matches!(result, Err(PlanError::ProbeExists { .. }) | Err(PlanError::Query { what: "creating the probe table", .. }));
+    if was_created {
+        // A cancelled statement may have left the connection mid-result: use a fresh one if
+        // this one cannot drop the table.
+        let drop_sql = format!("DROP /* zdm-ost */ TABLE IF EXISTS {probe}");
+        if let Err(e) = conn.query_drop(&drop_sql).await {
+            tracing::warn!("could not drop {probe} on the planning connection ({e}); retrying on a new one");
+            let dropped = match endpoint.connect().await {
+                Ok(mut c) => c.query_drop(&drop_sql).await.map_err(|e| server_message(&e)),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = dropped {
+                tracing::error!("could not drop the probe table {probe}: {e}. Drop it by hand: {drop_sql}");
+            }
+        }
+    }
+    if unlogged {
+        let _ = conn.query_drop("SET SESSION sql_log_bin = 1").await;
+    }
+    result
+}
+
+async fn probe_inner(
+    conn: &mut Conn,
+    db: &str,
+    names: &TableNames,
+    spec: &AlterSpec,
+    original: &TableInfo,
+) -> Result<Probe, PlanError> {
+    let probe = qualified(db, &names.probe);
+    let mut algorithm = None;
+    for (alg, suffix) in [
+        (Algorithm::Instant, ", ALGORITHM=INSTANT"),
+        (Algorithm::Inplace, ", ALGORITHM=INPLACE, LOCK=NONE"),
+    ] {
+        match conn
+            .query_drop(format!("ALTER /* zdm-ost */ TABLE {probe} {}{suffix}", spec.body))
+            .await
+        {
+            Ok(()) => {
+                algorithm = Some(alg);
+                break;
+            }
+            // "not supported for this operation": try the next algorithm
+            Err(e) if matches!(server_code(&e), Some(1845) | Some(1846) | Some(4092)) => continue,
+            // Anything else: let the plain ALTER below give the real reason.
+            Err(_) => break,
+        }
+    }
+    let algorithm = match algorithm {
+        Some(a) => a,
+        None => {
+            conn.query_drop(format!("ALTER /* zdm-ost */ TABLE {probe} {}", spec.body))
+                .await
+                .map_err(|e| PlanError::InvalidAlter {
+                    reason: server_message(&e),
+                })?;
+            Algorithm::Copy
+        }
+    };
+    let ghost = TableInfo::read(conn, db, &names.probe)
+        .await?
+        .ok_or_else(|| PlanError::InvalidAlter {
+            reason: "the ALTER removed or renamed the table".into(),
+        })?;
+    let old_cols: Vec<String> = original.columns.iter().map(|c| c.name.clone()).collect();
+    let new_cols: Vec<String> = ghost.columns.iter().filter(|c| !c.generated).map(|c| c.name.clone()).collect();
+    let mapping = column_mapping(&old_cols, &new_cols, spec);
+    let chunk_key = shared_key(original, &ghost, &mapping)?;
+
+    // A timed sample copy through the same kind of statement the copier runs.
+    let copied: Vec<&MappedColumn> = mapping.iter().filter(|m| m.source.is_some()).collect();
+    let targets: Vec<&str> = copied.iter().map(|m| m.target.as_str()).collect();
+    let sources: Vec<&str> = copied.iter().filter_map(|m| m.source.as_deref()).collect();
+    conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        .await
+        .map_err(q("setting the isolation level"))?;
+    let sample = format!(
+        "INSERT /* zdm-ost */ INTO {probe} ({}) SELECT {} FROM {} FORCE INDEX ({}) ORDER BY {} LIMIT {SAMPLE_ROWS}",
+        ident_list(&targets),
+        ident_list(&sources),
+        qualified(db, &names.original),
+        quote_ident(&chunk_key.original_index),
+        ident_list(&chunk_key.columns),
+    );
+    let started = Instant::now();
+    conn.query_drop(&sample).await.map_err(|e| PlanError::SampleCopy {
+        reason: server_message(&e),
+    })?;
+    let sample_seconds = started.elapsed().as_secs_f64();
+    let sample_rows = conn.affected_rows();
+    let rows_per_second = (sample_rows > 0).then(|| sample_rows as f64 / sample_seconds.max(1e-6));
+    let estimate = Estimate {
+        sample_rows,
+        sample_seconds,
+        rows_per_second,
+        copy_seconds: rows_per_second.map(|r| original.rows_estimate as f64 / r),
+    };
+    Ok(Probe {
+        algorithm,
+        ghost,
+        mapping,
+        chunk_key,
+        estimate,
+    })
+}
+
+/// The first candidate key of the original whose columns, renamed as the mapping says, form a
+/// candidate key of the new table too.
+fn shared_key(original: &TableInfo, ghost: &TableInfo, mapping: &[MappedColumn]) -> Result<ChunkKey, PlanError> {
+    let target_of = |col: &str| {
+        mapping
+            .iter()
+            .find(|m| m.source.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(col)))
+            .map(|m| m.target.clone())
+    };
+    let set = |cols: &[String]| {
+        let mut v: Vec<String> = cols.iter().map(|c| c.to_lowercase()).collect();
+        v.sort();
+        v
+    };
+    let ghost_keys: Vec<&IndexInfo> = ghost.candidate_keys();
+    for key in original.candidate_keys() {
+        let Some(mapped) = key.columns.iter().map(|c| target_of(c)).collect::<Option<Vec<String>>>() else {
+            continue;
+        };
+        if let Some(gk) = ghost_keys.iter().find(|gk| set(&gk.columns) == set(&mapped)) {
+            return Ok(ChunkKey {
+                original_index: key.name.clone(),
+                ghost_index: gk.name.clone(),
+                columns: key.columns.clone(),
+                ghost_columns: mapped,
+            });
+        }
+    }
+    let describe = |keys: Vec<&IndexInfo>| {
+        keys.iter()
+            .map(|k| format!("{}({})", k.name, k.columns.join(",")))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    Err(PlanError::NoSharedKey {
+        table: original.table.clone(),
+        detail: format!(
+            "original keys: {}; new keys: {}",
+            describe(original.candidate_keys()),
+            if ghost_keys.is_empty() { "none".to_string() } else { describe(ghost_keys) }
+        ),
+    })
+}
+
+impl Plan {
+    pub fn new(host: String, spec: &AlterSpec, names: TableNames, pre: Preflight, probe: Probe) -> Plan {
+        let t = &names.original;
+        let dropped_columns = pre
+            .table
+            .columns
+            .iter()
+            .filter(|c| !probe.mapping.iter().any(|m| m.source.as_deref() == Some(&c.name)))
+            .map(|c| c.name.clone())
+            .collect();
+        let steps = vec![
+            format!(
+                "create {} with the ALTER applied, and {} for heartbeats and cut-over sentinels",
+                names.ghost, names.changelog
+            ),
+            "start reading the binlog at the current position, before any row is copied".to_string(),
+            format!(
+                "apply every change to {t} onto {} by key (changed keys re-read from {t} with NOWAIT locking reads)",
+                names.ghost
+            ),
+            format!(
+                "copy rows in chunks of {} ranges ({}), each chunk one short transaction",
+                probe.chunk_key.original_index,
+                probe.chunk_key.columns.join(", ")
+            ),
+            format!(
+                "catch up with the binlog, then cut over: lock {t} briefly, apply the last changes, atomically RENAME {t} TO {}, {} TO {t}",
+                names.old, names.ghost
+            ),
+            format!("keep the old table as {}, drop {}", names.old, names.changelog),
+        ];
+        let mut warnings = pre.warnings;
+        if probe.algorithm == Algorithm::Instant {
+            warnings.push(
+                "the server can make this change INSTANTly (metadata only); a native ALTER would be faster than a copy".into(),
+            );
+        }
+        Plan {
+            host,
+            server: pre.server,
+            database: pre.table.db.clone(),
+            table: t.clone(),
+            alter: spec.body.clone(),
+            names,
+            data_bytes: pre.table.data_bytes,
+            index_bytes: pre.table.index_bytes,
+            rows_estimate: pre.table.rows_estimate,
+            chunk_key: probe.chunk_key,
+            mapping: probe.mapping,
+            dropped_columns,
+            algorithm: probe.algorithm,
+            replicas: pre.replicas,
+            long_transactions: pre.long_transactions,
+            estimate: probe.estimate,
+            steps,
+            warnings,
+            ghost: probe.ghost,
+            original: pre.table,
+        }
+    }
+
+    /// The plan as text for a person.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "zdm-ost plan (dry run: nothing was changed)");
+        let _ = writeln!(s, "  server:       {} at {} ({})", self.server, self.host, self.server.hostname);
+        let _ = writeln!(s, "  table:        {}", qualified(&self.database, &self.table));
+        let _ = writeln!(s, "  alter:        {}", self.alter);
+        let _ = writeln!(
+            s,
+            "  size:         {} data + {} index, about {} rows",
+            human_bytes(self.data_bytes),
+            human_bytes(self.index_bytes),
+            self.rows_estimate
+        );
+        let _ = writeln!(
+            s,
+            "  chunk key:    {} ({})",
+            self.chunk_key.original_index,
+            self.chunk_key.columns.join(", ")
+        );
+        let _ = writeln!(s, "  class:        {} (as the server would run this ALTER natively)", self.algorithm);
+        let _ = writeln!(s, "  columns:");
+        for m in &self.mapping {
+            match &m.source {
+                Some(src) if src == &m.target => {
+                    let _ = writeln!(s, "    {} <- {}", m.target, src);
+                }
+                Some(src) => {
+                    let _ = writeln!(s, "    {} <- {} (renamed)", m.target, src);
+                }
+                None => {
+                    let _ = writeln!(s, "    {} (new; takes its default)", m.target);
+                }
+            }
+        }
+        for d in &self.dropped_columns {
+            let _ = writeln!(s, "    {d} (dropped)");
+        }
+        let _ = writeln!(s, "  replicas:");
+        if self.replicas.is_empty() {
+            let _ = writeln!(s, "    none given (--replica HOST:PORT)");
+        }
+        for r in &self.replicas {
+            match (&r.problem, r.lag_seconds) {
+                (Some(p), _) => {
+                    let _ = writeln!(s, "    {}: {p}", r.addr);
+                }
+                (None, Some(l)) => {
+                    let _ = writeln!(s, "    {}: replicating, {l} s behind", r.addr);
+                }
+                (None, None) => {
+                    let _ = writeln!(s, "    {}: replicating, lag unknown", r.addr);
+                }
+            }
+        }
+        let _ = writeln!(s, "  transactions open over {} s:", crate::inspect::LONG_TRX_SECONDS);
+        if self.long_transactions.is_empty() {
+            let _ = writeln!(s, "    none");
+        }
+        for t in &self.long_transactions {
+            let _ = writeln!(
+                s,
+                "    id {} user {} open {} s: {}",
+                t.id,
+                t.user,
+                t.seconds,
+                t.statement.as_deref().unwrap_or("(idle in transaction)")
+            );
+        }
+        let e = &self.estimate;
+        match (e.rows_per_second, e.copy_seconds) {
+            (Some(r), Some(c)) => {
+                let _ = writeln!(
+                    s,
+                    "  estimate:     copy about {} ({} sample rows in {:.0} ms, {:.0} rows/s), plus catching up",
+                    human_secs(c),
+                    e.sample_rows,
+                    e.sample_seconds * 1000.0,
+                    r
+                );
+            }
+            _ => {
+                let _ = writeln!(s, "  estimate:     nothing to copy (the table is empty)");
+            }
+        }
+        let _ = writeln!(s, "  --execute would:");
+        for (i, step) in self.steps.iter().enumerate() {
+            let _ = writeln!(s, "    {}. {step}", i + 1);
+        }
+        for w in &self.warnings {
+            let _ = writeln!(s, "  warning: {w}");
+        }
+        s
+    }
+}
+
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn human_secs(s: f64) -> String {
+    if s < 60.0 {
+        format!("{s:.1} s")
+    } else if s < 3600.0 {
+        format!("{:.0} min {:.0} s", (s / 60.0).floor(), s % 60.0)
+    } else {
+        format!("{:.0} h {:.0} min", (s / 3600.0).floor(), (s % 3600.0) / 60.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations_read_well() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(16 * 1024 * 1024), "16.0 MiB");
+        assert_eq!(human_secs(2.25), "2.2 s");
+        assert_eq!(human_secs(125.0), "2 min 5 s");
+        assert_eq!(human_secs(7260.0), "2 h 1 min");
+    }
+}
