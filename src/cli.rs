@@ -56,7 +56,10 @@ fn parse_host_port(s: &str) -> Result<(String, u16), String> {
     if host.is_empty() {
         return Err(format!("`{s}` has no host"));
     }
-    Ok((host.trim_matches(|c| c == '[' || c == ']').to_string(), port))
+    Ok((
+        host.trim_matches(|c| c == '[' || c == ']').to_string(),
+        port,
+    ))
 }
 
 /// Everything a run needs, resolved from [`Args`].
@@ -95,6 +98,9 @@ mod tests {
         assert_eq!(parse_host_port("db2:3307"), Ok(("db2".into(), 3307)));
         assert_eq!(parse_host_port("[::1]:3307"), Ok(("::1".into(), 3307)));
         assert_eq!(parse_host_port("db2"), Err("`db2` is not HOST:PORT".into()));
-        assert_eq!(parse_host_port("db2:x"), Err("`x` in `db2:x` is not a port number".into()));
+        assert_eq!(
+            parse_host_port("db2:x"),
+            Err("`x` in `db2:x` is not a port number".into())
+        );
     }
 }

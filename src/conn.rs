@@ -157,7 +157,9 @@ pub struct ServerInfo {
 impl ServerInfo {
     pub async fn read(conn: &mut Conn) -> Result<ServerInfo, mysql_async::Error> {
         let (version_string, comment, server_id, hostname): (String, String, u32, String) = conn
-            .query_first("SELECT /* zdm-ost */ VERSION(), @@version_comment, @@server_id, @@hostname")
+            .query_first(
+                "SELECT /* zdm-ost */ VERSION(), @@version_comment, @@server_id, @@hostname",
+            )
             .await?
             .unwrap_or_default();
         Ok(Self::parse(version_string, &comment, server_id, hostname))
@@ -233,10 +235,18 @@ mod tests {
 
     #[test]
     fn versions_of_both_flavours_parse() {
-        assert_eq!(parse_version("10.11.19-MariaDB-0+deb12u1-log"), (10, 11, 19));
+        assert_eq!(
+            parse_version("10.11.19-MariaDB-0+deb12u1-log"),
+            (10, 11, 19)
+        );
         assert_eq!(parse_version("5.5.5-10.6.12-MariaDB"), (10, 6, 12));
         assert_eq!(parse_version("8.0.36"), (8, 0, 36));
-        let i = ServerInfo::parse("8.0.36".into(), "MySQL Community Server - GPL", 1, "h".into());
+        let i = ServerInfo::parse(
+            "8.0.36".into(),
+            "MySQL Community Server - GPL",
+            1,
+            "h".into(),
+        );
         assert_eq!(i.flavor, Flavor::MySql);
         assert_eq!(i.share_nowait(), "FOR SHARE NOWAIT");
         assert_eq!(i.replica_status_sql(), "SHOW /* zdm-ost */ REPLICA STATUS");

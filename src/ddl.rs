@@ -33,7 +33,9 @@ pub enum DdlError {
     Partition(String),
     #[error("adding a foreign key is refused (`{0}`): zdm-ost migrates by copying into a new table and renaming, and a foreign key would be checked against, and keep pointing at, the wrong table. Add it natively after the migration")]
     ForeignKey(String),
-    #[error("`{0}`: zdm-ost decides how the table is changed; remove ALGORITHM=/LOCK= from --alter")]
+    #[error(
+        "`{0}`: zdm-ost decides how the table is changed; remove ALGORITHM=/LOCK= from --alter"
+    )]
     AlgorithmOrLock(String),
     #[error("`{0}`: tablespace operations are not schema changes zdm-ost can copy for; run them natively")]
     Tablespace(String),
@@ -126,7 +128,9 @@ fn tokenize(s: &str) -> Result<Vec<Token>, DdlError> {
         let start = off(i);
         if c.is_whitespace() {
             i += 1;
-        } else if c == '#' || (c == '-' && at(i + 1) == Some('-') && at(i + 2).is_none_or(char::is_whitespace)) {
+        } else if c == '#'
+            || (c == '-' && at(i + 1) == Some('-') && at(i + 2).is_none_or(char::is_whitespace))
+        {
             while i < b.len() && b[i].1 != '\n' {
                 i += 1;
             }
@@ -176,25 +180,44 @@ fn tokenize(s: &str) -> Result<Vec<Token>, DdlError> {
                 }
             }
             let tok = if q == '`' { Tok::Quoted(val) } else { Tok::Str };
-            out.push(Token { tok, start, end: off(i) });
+            out.push(Token {
+                tok,
+                start,
+                end: off(i),
+            });
         } else if c.is_alphanumeric() || c == '_' || c == '$' || c == '@' {
             let mut w = String::new();
             while let Some(x) = at(i) {
-                if x.is_alphanumeric() || x == '_' || x == '$' || x == '@' || x == '.' && w.chars().all(|d| d.is_ascii_digit()) {
+                if x.is_alphanumeric()
+                    || x == '_'
+                    || x == '$'
+                    || x == '@'
+                    || x == '.' && w.chars().all(|d| d.is_ascii_digit())
+                {
                     w.push(x);
                     i += 1;
                 } else {
                     break;
                 }
             }
-            let tok = if w.chars().next().is_some_and(|d| d.is_ascii_digit()) && w.chars().all(|d| d.is_ascii_digit() || d == '.') {
+            let tok = if w.chars().next().is_some_and(|d| d.is_ascii_digit())
+                && w.chars().all(|d| d.is_ascii_digit() || d == '.')
+            {
                 Tok::Num
             } else {
                 Tok::Word(w)
             };
-            out.push(Token { tok, start, end: off(i) });
+            out.push(Token {
+                tok,
+                start,
+                end: off(i),
+            });
         } else {
-            out.push(Token { tok: Tok::Punct(c), start, end: off(i + 1) });
+            out.push(Token {
+                tok: Tok::Punct(c),
+                start,
+                end: off(i + 1),
+            });
             i += 1;
         }
     }
@@ -207,7 +230,13 @@ fn is_kw(t: Option<&Token>, kw: &str) -> bool {
 
 fn ident(t: Option<&Token>) -> Option<String> {
     match t {
-        Some(Token { tok: Tok::Word(w), .. }) | Some(Token { tok: Tok::Quoted(w), .. }) => Some(w.clone()),
+        Some(Token {
+            tok: Tok::Word(w), ..
+        })
+        | Some(Token {
+            tok: Tok::Quoted(w),
+            ..
+        }) => Some(w.clone()),
         _ => None,
     }
 }
@@ -217,7 +246,13 @@ pub fn parse_alter(alter: &str, table: &str) -> Result<AlterSpec, DdlError> {
     let text = alter.trim();
     let mut toks = tokenize(text)?;
     // Trailing semicolons are fine; one in the middle means several statements.
-    while matches!(toks.last(), Some(Token { tok: Tok::Punct(';'), .. })) {
+    while matches!(
+        toks.last(),
+        Some(Token {
+            tok: Tok::Punct(';'),
+            ..
+        })
+    ) {
         toks.pop();
     }
     if toks.iter().any(|t| t.tok == Tok::Punct(';')) {
@@ -227,7 +262,10 @@ pub fn parse_alter(alter: &str, table: &str) -> Result<AlterSpec, DdlError> {
     let mut i = 0;
     if is_kw(toks.first(), "ALTER") && !is_kw(toks.get(1), "COLUMN") {
         let mut j = 1;
-        while is_kw(toks.get(j), "ONLINE") || is_kw(toks.get(j), "OFFLINE") || is_kw(toks.get(j), "IGNORE") {
+        while is_kw(toks.get(j), "ONLINE")
+            || is_kw(toks.get(j), "OFFLINE")
+            || is_kw(toks.get(j), "IGNORE")
+        {
             if is_kw(toks.get(j), "IGNORE") {
                 return Err(DdlError::Ignore);
             }
@@ -242,7 +280,10 @@ pub fn parse_alter(alter: &str, table: &str) -> Result<AlterSpec, DdlError> {
                 j += 2;
             }
             if named != table {
-                return Err(DdlError::OtherTable { named, table: table.to_string() });
+                return Err(DdlError::OtherTable {
+                    named,
+                    table: table.to_string(),
+                });
             }
             i = j;
         }
@@ -282,7 +323,9 @@ pub fn parse_alter(alter: &str, table: &str) -> Result<AlterSpec, DdlError> {
     clauses.push(&toks[from..]);
     for c in clauses {
         if c.is_empty() {
-            return Err(DdlError::Unreadable("an empty clause between commas".into()));
+            return Err(DdlError::Unreadable(
+                "an empty clause between commas".into(),
+            ));
         }
         let src = &text[c[0].start..c[c.len() - 1].end];
         parse_clause(c, src, &mut spec)?;
@@ -306,13 +349,20 @@ fn parse_clause(c: &[Token], src: &str, spec: &mut AlterSpec) -> Result<(), DdlE
                     return Err(DdlError::Partition(src_s));
                 }
                 if (w.eq_ignore_ascii_case("ALGORITHM") || w.eq_ignore_ascii_case("LOCK"))
-                    && matches!(next.map(|t| &t.tok), Some(Tok::Punct('=')) | Some(Tok::Word(_)))
+                    && matches!(
+                        next.map(|t| &t.tok),
+                        Some(Tok::Punct('=')) | Some(Tok::Word(_))
+                    )
                     && k == 0
                 {
                     return Err(DdlError::AlgorithmOrLock(src_s));
                 }
                 if w.eq_ignore_ascii_case("ENGINE") {
-                    let v = if matches!(next.map(|t| &t.tok), Some(Tok::Punct('='))) { c.get(k + 2) } else { next };
+                    let v = if matches!(next.map(|t| &t.tok), Some(Tok::Punct('='))) {
+                        c.get(k + 2)
+                    } else {
+                        next
+                    };
                     let engine = ident(v).unwrap_or_default();
                     if !engine.eq_ignore_ascii_case("InnoDB") {
                         return Err(DdlError::Engine(src_s));
@@ -343,7 +393,11 @@ fn parse_clause(c: &[Token], src: &str, spec: &mut AlterSpec) -> Result<(), DdlE
             skip(&mut k, &["IF", "NOT", "EXISTS"]);
             if is_kw(c.get(k), "CONSTRAINT") {
                 k += 1;
-                if !is_kw(c.get(k), "FOREIGN") && !is_kw(c.get(k), "UNIQUE") && !is_kw(c.get(k), "PRIMARY") && !is_kw(c.get(k), "CHECK") {
+                if !is_kw(c.get(k), "FOREIGN")
+                    && !is_kw(c.get(k), "UNIQUE")
+                    && !is_kw(c.get(k), "PRIMARY")
+                    && !is_kw(c.get(k), "CHECK")
+                {
                     k += 1; // the constraint's symbol
                 }
             }
@@ -353,7 +407,10 @@ fn parse_clause(c: &[Token], src: &str, spec: &mut AlterSpec) -> Result<(), DdlE
             if is_kw(c.get(k), "PARTITION") {
                 return Err(DdlError::Partition(src_s));
             }
-            let index_words = ["INDEX", "KEY", "UNIQUE", "FULLTEXT", "SPATIAL", "PRIMARY", "CHECK", "PERIOD", "SYSTEM", "VECTOR"];
+            let index_words = [
+                "INDEX", "KEY", "UNIQUE", "FULLTEXT", "SPATIAL", "PRIMARY", "CHECK", "PERIOD",
+                "SYSTEM", "VECTOR",
+            ];
             if index_words.iter().any(|w| is_kw(c.get(k), w)) {
                 return Ok(());
             }
@@ -373,7 +430,15 @@ fn parse_clause(c: &[Token], src: &str, spec: &mut AlterSpec) -> Result<(), DdlE
             if is_kw(c.get(k), "PARTITION") {
                 return Err(DdlError::Partition(src_s));
             }
-            let other = ["INDEX", "KEY", "FOREIGN", "CONSTRAINT", "CHECK", "PERIOD", "SYSTEM"];
+            let other = [
+                "INDEX",
+                "KEY",
+                "FOREIGN",
+                "CONSTRAINT",
+                "CHECK",
+                "PERIOD",
+                "SYSTEM",
+            ];
             if other.iter().any(|w| is_kw(c.get(k), w)) {
                 return Ok(());
             }
@@ -396,7 +461,11 @@ fn parse_clause(c: &[Token], src: &str, spec: &mut AlterSpec) -> Result<(), DdlE
             if is_kw(c.get(k), "COLUMN") {
                 k += 1;
                 skip(&mut k, &["IF", "EXISTS"]);
-                if let (Some(old), true, Some(new)) = (ident(c.get(k)), is_kw(c.get(k + 1), "TO"), ident(c.get(k + 2))) {
+                if let (Some(old), true, Some(new)) = (
+                    ident(c.get(k)),
+                    is_kw(c.get(k + 1), "TO"),
+                    ident(c.get(k + 2)),
+                ) {
                     spec.renames.push((old, new));
                 }
             } else if is_kw(c.get(k), "INDEX") || is_kw(c.get(k), "KEY") {
@@ -405,7 +474,8 @@ fn parse_clause(c: &[Token], src: &str, spec: &mut AlterSpec) -> Result<(), DdlE
                 return Err(DdlError::RenameTable(src_s));
             }
         }
-        "PARTITION" | "COALESCE" | "REORGANIZE" | "EXCHANGE" | "TRUNCATE" | "REMOVE" | "ANALYZE" | "CHECK" | "OPTIMIZE" | "REBUILD" | "REPAIR" => {
+        "PARTITION" | "COALESCE" | "REORGANIZE" | "EXCHANGE" | "TRUNCATE" | "REMOVE"
+        | "ANALYZE" | "CHECK" | "OPTIMIZE" | "REBUILD" | "REPAIR" => {
             return Err(DdlError::Partition(src_s));
         }
         "DISCARD" | "IMPORT" => return Err(DdlError::Tablespace(src_s)),
@@ -430,9 +500,17 @@ pub struct MappedColumn {
 /// A new column takes its value from the column renamed into it; else from the original
 /// column of the same name, unless that one was dropped or renamed away (then it is a new
 /// column that merely reuses the name). Names compare case-insensitively, as MySQL's do.
-pub fn column_mapping(old_cols: &[String], new_cols: &[String], spec: &AlterSpec) -> Vec<MappedColumn> {
+pub fn column_mapping(
+    old_cols: &[String],
+    new_cols: &[String],
+    spec: &AlterSpec,
+) -> Vec<MappedColumn> {
     let lc = |s: &str| s.to_lowercase();
-    let renamed_into: HashMap<String, String> = spec.renames.iter().map(|(o, n)| (lc(n), o.clone())).collect();
+    let renamed_into: HashMap<String, String> = spec
+        .renames
+        .iter()
+        .map(|(o, n)| (lc(n), o.clone()))
+        .collect();
     let renamed_away: Vec<String> = spec.renames.iter().map(|(o, _)| lc(o)).collect();
     let dropped: Vec<String> = spec.dropped.iter().map(|d| lc(d)).collect();
     let old_by_lc: HashMap<String, &String> = old_cols.iter().map(|c| (lc(c), c)).collect();
@@ -447,7 +525,10 @@ pub fn column_mapping(old_cols: &[String], new_cols: &[String], spec: &AlterSpec
             } else {
                 None
             };
-            MappedColumn { target: n.clone(), source }
+            MappedColumn {
+                target: n.clone(),
+                source,
+            }
         })
         .collect()
 }
@@ -474,7 +555,10 @@ mod tests {
         assert_eq!(s.dropped, cols(&["old col"]));
         assert_eq!(
             s.renames,
-            vec![("name".to_string(), "full_name".to_string()), ("x".to_string(), "y".to_string())]
+            vec![
+                ("name".to_string(), "full_name".to_string()),
+                ("x".to_string(), "y".to_string())
+            ]
         );
         assert!(!s.drops_primary_key);
     }
@@ -483,31 +567,65 @@ mod tests {
     fn leading_alter_table_and_semicolon_are_stripped() {
         let s = parse_alter("ALTER TABLE orders ADD COLUMN a INT;", "orders").unwrap();
         assert_eq!(s.body, "ADD COLUMN a INT");
-        let s = parse_alter("alter table `app`.`orders` drop primary key, add primary key (id, b)", "orders").unwrap();
+        let s = parse_alter(
+            "alter table `app`.`orders` drop primary key, add primary key (id, b)",
+            "orders",
+        )
+        .unwrap();
         assert!(s.drops_primary_key);
         assert_eq!(
             parse_alter("ALTER TABLE other ADD COLUMN a INT", "orders").unwrap_err(),
-            DdlError::OtherTable { named: "other".into(), table: "orders".into() }
+            DdlError::OtherTable {
+                named: "other".into(),
+                table: "orders".into()
+            }
         );
     }
 
     #[test]
     fn what_cannot_be_done_online_is_refused_with_the_reason() {
         let e = |a: &str| parse_alter(a, "t").unwrap_err();
-        assert_eq!(e("RENAME TO t2"), DdlError::RenameTable("RENAME TO t2".into()));
-        assert_eq!(e("ADD COLUMN a INT, RENAME AS t2"), DdlError::RenameTable("RENAME AS t2".into()));
-        assert!(matches!(e("PARTITION BY HASH(id) PARTITIONS 4"), DdlError::Partition(_)));
-        assert!(matches!(e("ADD COLUMN a INT PARTITION BY HASH(id)"), DdlError::Partition(_)));
+        assert_eq!(
+            e("RENAME TO t2"),
+            DdlError::RenameTable("RENAME TO t2".into())
+        );
+        assert_eq!(
+            e("ADD COLUMN a INT, RENAME AS t2"),
+            DdlError::RenameTable("RENAME AS t2".into())
+        );
+        assert!(matches!(
+            e("PARTITION BY HASH(id) PARTITIONS 4"),
+            DdlError::Partition(_)
+        ));
+        assert!(matches!(
+            e("ADD COLUMN a INT PARTITION BY HASH(id)"),
+            DdlError::Partition(_)
+        ));
         assert!(matches!(e("REMOVE PARTITIONING"), DdlError::Partition(_)));
         assert!(matches!(e("DROP PARTITION p1"), DdlError::Partition(_)));
-        assert!(matches!(e("ADD CONSTRAINT fk FOREIGN KEY (a) REFERENCES p(id)"), DdlError::ForeignKey(_)));
-        assert!(matches!(e("ADD COLUMN a INT, ALGORITHM=INPLACE"), DdlError::AlgorithmOrLock(_)));
-        assert!(matches!(e("ADD COLUMN a INT, LOCK=NONE"), DdlError::AlgorithmOrLock(_)));
+        assert!(matches!(
+            e("ADD CONSTRAINT fk FOREIGN KEY (a) REFERENCES p(id)"),
+            DdlError::ForeignKey(_)
+        ));
+        assert!(matches!(
+            e("ADD COLUMN a INT, ALGORITHM=INPLACE"),
+            DdlError::AlgorithmOrLock(_)
+        ));
+        assert!(matches!(
+            e("ADD COLUMN a INT, LOCK=NONE"),
+            DdlError::AlgorithmOrLock(_)
+        ));
         assert!(matches!(e("ENGINE=MyISAM"), DdlError::Engine(_)));
         assert_eq!(e("ALTER IGNORE TABLE t ADD UNIQUE (a)"), DdlError::Ignore);
         assert_eq!(e("   "), DdlError::Empty);
-        assert_eq!(e("ADD COLUMN a INT; DROP TABLE t"), DdlError::MultipleStatements);
-        assert!(matches!(e("ADD COLUMN a VARCHAR(10) DEFAULT 'x"), DdlError::Unreadable(_)));
+        assert_eq!(
+            e("ADD COLUMN a INT; DROP TABLE t"),
+            DdlError::MultipleStatements
+        );
+        assert!(matches!(
+            e("ADD COLUMN a VARCHAR(10) DEFAULT 'x"),
+            DdlError::Unreadable(_)
+        ));
         assert!(matches!(e("ADD INDEX (a"), DdlError::Unreadable(_)));
         assert!(matches!(e("DISCARD TABLESPACE"), DdlError::Tablespace(_)));
     }
@@ -515,10 +633,15 @@ mod tests {
     #[test]
     fn column_mapping_follows_renames_drops_and_reused_names() {
         let old = cols(&["id", "name", "qty", "gone"]);
-        let spec = parse_alter("CHANGE name full_name VARCHAR(50), DROP COLUMN gone, ADD COLUMN note TEXT", "t").unwrap();
+        let spec = parse_alter(
+            "CHANGE name full_name VARCHAR(50), DROP COLUMN gone, ADD COLUMN note TEXT",
+            "t",
+        )
+        .unwrap();
         let new = cols(&["id", "full_name", "qty", "note"]);
         let m = column_mapping(&old, &new, &spec);
-        let got: Vec<(String, Option<String>)> = m.into_iter().map(|c| (c.target, c.source)).collect();
+        let got: Vec<(String, Option<String>)> =
+            m.into_iter().map(|c| (c.target, c.source)).collect();
         assert_eq!(
             got,
             vec![
@@ -533,7 +656,8 @@ mod tests {
         let m = column_mapping(&old, &cols(&["id", "name", "gone", "qty"]), &spec);
         assert_eq!(m[3].source, None);
         // swapping two names through renames
-        let spec = parse_alter("RENAME COLUMN name TO qty, RENAME COLUMN qty TO name", "t").unwrap();
+        let spec =
+            parse_alter("RENAME COLUMN name TO qty, RENAME COLUMN qty TO name", "t").unwrap();
         let m = column_mapping(&old, &cols(&["id", "qty", "name", "gone"]), &spec);
         assert_eq!(m[1].source.as_deref(), Some("name"));
         assert_eq!(m[2].source.as_deref(), Some("qty"));
@@ -551,7 +675,10 @@ mod tests {
             assert!(h.as_str() > "orders" && h.starts_with("orders"));
         }
         let long = "x".repeat(57);
-        assert!(matches!(TableNames::new(&long), Err(DdlError::NameTooLong { chars: 65, .. })));
+        assert!(matches!(
+            TableNames::new(&long),
+            Err(DdlError::NameTooLong { chars: 65, .. })
+        ));
         assert!(TableNames::new(&"x".repeat(56)).is_ok());
     }
 }

@@ -20,7 +20,9 @@ pub const LONG_TRX_SECONDS: u64 = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PreflightError {
-    #[error("{server} is not supported: zdm-ost needs MySQL 8.0 or newer, or MariaDB 10.6 or newer")]
+    #[error(
+        "{server} is not supported: zdm-ost needs MySQL 8.0 or newer, or MariaDB 10.6 or newer"
+    )]
     UnsupportedServer { server: String },
     #[error("binary logging is off on {addr} (log_bin=OFF): zdm-ost follows changes through the binlog. Start the server with log_bin enabled (it cannot be changed at runtime), binlog_format=ROW and binlog_row_image=FULL")]
     LogBinOff { addr: String },
@@ -114,8 +116,20 @@ pub struct TableInfo {
 
 impl TableInfo {
     /// Reads a base table; `Ok(None)` when there is none of that name.
-    pub async fn read(conn: &mut Conn, db: &str, table: &str) -> Result<Option<TableInfo>, PreflightError> {
-        let row: Option<(String, Option<String>, Option<u64>, Option<u64>, Option<u64>, Option<u64>)> = conn
+    pub async fn read(
+        conn: &mut Conn,
+        db: &str,
+        table: &str,
+    ) -> Result<Option<TableInfo>, PreflightError> {
+        type StatusRow = (
+            String,
+            Option<String>,
+            Option<u64>,
+            Option<u64>,
+            Option<u64>,
+            Option<u64>,
+        );
+        let row: Option<StatusRow> = conn
             .exec_first(
                 "SELECT /* zdm-ost */ TABLE_TYPE, ENGINE, DATA_LENGTH, INDEX_LENGTH, TABLE_ROWS, AUTO_INCREMENT \
                  FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
@@ -148,7 +162,9 @@ impl TableInfo {
                     name,
                     column_type,
                     nullable: nullable == "YES",
-                    generated: extra.contains("VIRTUAL") || extra.contains("STORED") || extra.contains("PERSISTENT"),
+                    generated: extra.contains("VIRTUAL")
+                        || extra.contains("STORED")
+                        || extra.contains("PERSISTENT"),
                 }
             })
             .collect();
@@ -189,7 +205,9 @@ impl TableInfo {
     }
 
     pub fn column(&self, name: &str) -> Option<&ColumnInfo> {
-        self.columns.iter().find(|c| c.name.eq_ignore_ascii_case(name))
+        self.columns
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case(name))
     }
 
     /// Keys that can drive chunking and row identity: the primary key first, then unique keys
@@ -199,7 +217,11 @@ impl TableInfo {
             .indexes
             .iter()
             .filter(|ix| ix.unique && !ix.prefix)
-            .filter(|ix| ix.columns.iter().all(|c| self.column(c).is_some_and(|ci| !ci.nullable)))
+            .filter(|ix| {
+                ix.columns
+                    .iter()
+                    .all(|c| self.column(c).is_some_and(|ci| !ci.nullable))
+            })
             .collect();
         keys.sort_by_key(|ix| (ix.name != "PRIMARY", ix.columns.len()));
         keys
@@ -244,7 +266,9 @@ pub async fn preflight(
     names: &TableNames,
 ) -> Result<Preflight, PreflightError> {
     let addr = primary.to_string();
-    let server = ServerInfo::read(conn).await.map_err(q("the server version"))?;
+    let server = ServerInfo::read(conn)
+        .await
+        .map_err(q("the server version"))?;
     check_version(&server)?;
     check_binlog(conn, &server, &addr).await?;
 
@@ -256,7 +280,10 @@ pub async fn preflight(
         .await
         .map_err(q("the database list"))?;
     if exists.is_none() {
-        return Err(PreflightError::DatabaseNotFound { addr, db: db.into() });
+        return Err(PreflightError::DatabaseNotFound {
+            addr,
+            db: db.into(),
+        });
     }
     let table = TableInfo::read(conn, db, &names.original)
         .await?
@@ -281,7 +308,7 @@ pub async fn preflight(
     check_foreign_keys_and_triggers(conn, db, &names.original).await?;
     check_leftovers(conn, db, names).await?;
     let mut warnings = Vec::new();
-    check_privileges(conn, &server, db, &mut warnings).await?;
+    check_privileges(conn, db, &mut warnings).await?;
 
     let long_transactions = long_transactions(conn).await.unwrap_or_else(|e| {
         warnings.push(format!("could not list open transactions: {e}"));
@@ -330,7 +357,11 @@ fn check_version(server: &ServerInfo) -> Result<(), PreflightError> {
     }
 }
 
-async fn check_binlog(conn: &mut Conn, server: &ServerInfo, addr: &str) -> Result<(), PreflightError> {
+async fn check_binlog(
+    conn: &mut Conn,
+    server: &ServerInfo,
+    addr: &str,
+) -> Result<(), PreflightError> {
     let (log_bin, format, image): (u8, String, String) = conn
         .query_first("SELECT /* zdm-ost */ @@global.log_bin, @@global.binlog_format, @@global.binlog_row_image")
         .await
@@ -346,7 +377,9 @@ async fn check_binlog(conn: &mut Conn, server: &ServerInfo, addr: &str) -> Resul
             setting: "binlog_format",
             expected: "ROW",
             actual: format,
-            fix: format!("SET GLOBAL binlog_format = 'ROW' (and set it in the server's config){reconnect}"),
+            fix: format!(
+                "SET GLOBAL binlog_format = 'ROW' (and set it in the server's config){reconnect}"
+            ),
         });
     }
     if !image.eq_ignore_ascii_case("FULL") {
@@ -376,7 +409,11 @@ async fn check_binlog(conn: &mut Conn, server: &ServerInfo, addr: &str) -> Resul
     Ok(())
 }
 
-async fn check_foreign_keys_and_triggers(conn: &mut Conn, db: &str, table: &str) -> Result<(), PreflightError> {
+async fn check_foreign_keys_and_triggers(
+    conn: &mut Conn,
+    db: &str,
+    table: &str,
+) -> Result<(), PreflightError> {
     let fks: Vec<(String, String, String, String, String)> = conn
         .exec(
             "SELECT /* zdm-ost */ CONSTRAINT_NAME, CONSTRAINT_SCHEMA, TABLE_NAME, UNIQUE_CONSTRAINT_SCHEMA, REFERENCED_TABLE_NAME \
@@ -390,7 +427,9 @@ async fn check_foreign_keys_and_triggers(conn: &mut Conn, db: &str, table: &str)
     if !fks.is_empty() {
         let list = fks
             .iter()
-            .map(|(name, cs, ct, rs, rt)| format!("{name}: {} -> {}", qualified(cs, ct), qualified(rs, rt)))
+            .map(|(name, cs, ct, rs, rt)| {
+                format!("{name}: {} -> {}", qualified(cs, ct), qualified(rs, rt))
+            })
             .collect::<Vec<_>>()
             .join(", ");
         return Err(PreflightError::ForeignKeys {
@@ -417,7 +456,11 @@ async fn check_foreign_keys_and_triggers(conn: &mut Conn, db: &str, table: &str)
     Ok(())
 }
 
-async fn check_leftovers(conn: &mut Conn, db: &str, names: &TableNames) -> Result<(), PreflightError> {
+async fn check_leftovers(
+    conn: &mut Conn,
+    db: &str,
+    names: &TableNames,
+) -> Result<(), PreflightError> {
     let helpers = [&names.ghost, &names.old, &names.changelog, &names.probe];
     for name in helpers {
         let found: Option<String> = conn
@@ -449,7 +492,6 @@ async fn check_leftovers(conn: &mut Conn, db: &str, names: &TableNames) -> Resul
 
 async fn check_privileges(
     conn: &mut Conn,
-    server: &ServerInfo,
     db: &str,
     warnings: &mut Vec<String>,
 ) -> Result<(), PreflightError> {
@@ -475,10 +517,28 @@ async fn check_privileges(
         )
         .await
         .map_err(q("the user's privileges"))?;
-    let have: BTreeSet<String> = global.iter().chain(schema.iter()).map(|p| p.to_ascii_uppercase()).collect();
+    let have: BTreeSet<String> = global
+        .iter()
+        .chain(schema.iter())
+        .map(|p| p.to_ascii_uppercase())
+        .collect();
     let global: BTreeSet<String> = global.iter().map(|p| p.to_ascii_uppercase()).collect();
-    let table_privs = ["SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER", "INDEX", "LOCK TABLES"];
-    let mut missing_db: Vec<&str> = table_privs.iter().copied().filter(|p| !have.contains(*p)).collect();
+    let table_privs = [
+        "SELECT",
+        "INSERT",
+        "UPDATE",
+        "DELETE",
+        "CREATE",
+        "DROP",
+        "ALTER",
+        "INDEX",
+        "LOCK TABLES",
+    ];
+    let mut missing_db: Vec<&str> = table_privs
+        .iter()
+        .copied()
+        .filter(|p| !have.contains(*p))
+        .collect();
     let mut missing_global: Vec<&str> = Vec::new();
     if !global.contains("REPLICATION SLAVE") {
         missing_global.push("REPLICATION SLAVE");
@@ -501,13 +561,22 @@ async fn check_privileges(
         .unwrap_or_else(|| user.clone());
     let mut grants = Vec::new();
     if !missing_db.is_empty() {
-        grants.push(format!("GRANT {} ON {}.* TO {grantee}", missing_db.join(", "), crate::sql::quote_ident(db)));
+        grants.push(format!(
+            "GRANT {} ON {}.* TO {grantee}",
+            missing_db.join(", "),
+            crate::sql::quote_ident(db)
+        ));
     }
     if !missing_global.is_empty() {
-        grants.push(format!("GRANT {} ON *.* TO {grantee}", missing_global.join(", ")));
+        grants.push(format!(
+            "GRANT {} ON *.* TO {grantee}",
+            missing_global.join(", ")
+        ));
     }
-    let _ = server;
-    let mut missing: Vec<String> = missing_db.drain(..).map(|p| format!("{p} on `{db}`")).collect();
+    let mut missing: Vec<String> = missing_db
+        .drain(..)
+        .map(|p| format!("{p} on `{db}`"))
+        .collect();
     missing.extend(missing_global.iter().map(|p| format!("{p} (global)")));
     Err(PreflightError::MissingPrivileges {
         user: grantee,
@@ -517,7 +586,9 @@ async fn check_privileges(
 }
 
 /// Transactions open longer than [`LONG_TRX_SECONDS`], oldest first.
-pub async fn long_transactions(conn: &mut Conn) -> Result<Vec<LongTransaction>, mysql_async::Error> {
+pub async fn long_transactions(
+    conn: &mut Conn,
+) -> Result<Vec<LongTransaction>, mysql_async::Error> {
     let rows: Vec<(u64, Option<String>, i64, Option<String>)> = conn
         .exec(
             "SELECT /* zdm-ost */ t.trx_mysql_thread_id, p.USER, TIMESTAMPDIFF(SECOND, t.trx_started, NOW()), \
@@ -566,15 +637,25 @@ pub async fn replica_report(ep: &Endpoint) -> ReplicaReport {
     report.server = Some(server.to_string());
     let row: Result<Option<Row>, _> = conn.query_first(server.replica_status_sql()).await;
     match row {
-        Err(e) => report.problem = Some(format!("cannot read replica status: {}", server_message(&e))),
+        Err(e) => {
+            report.problem = Some(format!(
+                "cannot read replica status: {}",
+                server_message(&e)
+            ))
+        }
         Ok(None) => report.problem = Some("not a replica (replica status is empty)".into()),
         Ok(Some(row)) => {
             let get = |names: &[&str]| -> Option<mysql_async::Value> {
-                names.iter().find_map(|n| row.get_opt::<mysql_async::Value, _>(*n).and_then(|r| r.ok()))
+                names.iter().find_map(|n| {
+                    row.get_opt::<mysql_async::Value, _>(*n)
+                        .and_then(|r| r.ok())
+                })
             };
             let text = |v: Option<mysql_async::Value>| -> Option<String> {
                 match v {
-                    Some(mysql_async::Value::Bytes(b)) => Some(String::from_utf8_lossy(&b).into_owned()),
+                    Some(mysql_async::Value::Bytes(b)) => {
+                        Some(String::from_utf8_lossy(&b).into_owned())
+                    }
                     Some(mysql_async::Value::Int(i)) => Some(i.to_string()),
                     Some(mysql_async::Value::UInt(i)) => Some(i.to_string()),
                     _ => None,
@@ -582,8 +663,11 @@ pub async fn replica_report(ep: &Endpoint) -> ReplicaReport {
             };
             report.io_running = text(get(&["Slave_IO_Running", "Replica_IO_Running"]));
             report.sql_running = text(get(&["Slave_SQL_Running", "Replica_SQL_Running"]));
-            report.lag_seconds = text(get(&["Seconds_Behind_Master", "Seconds_Behind_Source"])).and_then(|s| s.parse().ok());
-            if report.io_running.as_deref() != Some("Yes") || report.sql_running.as_deref() != Some("Yes") {
+            report.lag_seconds = text(get(&["Seconds_Behind_Master", "Seconds_Behind_Source"]))
+                .and_then(|s| s.parse().ok());
+            if report.io_running.as_deref() != Some("Yes")
+                || report.sql_running.as_deref() != Some("Yes")
+            {
                 report.problem = Some(format!(
                     "replication is not running (IO={}, SQL={})",
                     report.io_running.as_deref().unwrap_or("?"),

@@ -25,7 +25,22 @@ pub async fn dry_run(cfg: &cli::Config, cancel: &CancellationToken) -> Result<pl
         r = inspect::preflight(&mut conn, &cfg.primary, &cfg.replicas, &cfg.database, &names) => r?,
         _ = cancel.cancelled() => return Err(Error::Cancelled),
     };
-    let probe = plan::probe(&mut conn, &cfg.primary, &cfg.database, &names, &spec, &pre.table, cancel).await?;
+    let probe = plan::probe(
+        &mut conn,
+        &cfg.primary,
+        &cfg.database,
+        &names,
+        &spec,
+        &pre.table,
+        cancel,
+    )
+    .await?;
     let _ = conn.disconnect().await;
-    Ok(plan::Plan::new(cfg.primary.to_string(), &spec, names, pre, probe))
+    Ok(plan::Plan::new(
+        cfg.primary.to_string(),
+        &spec,
+        names,
+        pre,
+        probe,
+    ))
 }

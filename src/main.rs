@@ -17,11 +17,16 @@ fn main() -> ExitCode {
         _ => "zdm_ost=trace",
     };
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("ZDM_LOG").unwrap_or_else(|_| EnvFilter::new(level)))
+        .with_env_filter(
+            EnvFilter::try_from_env("ZDM_LOG").unwrap_or_else(|_| EnvFilter::new(level)),
+        )
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("zdm-ost: error: cannot start the async runtime: {e}");
@@ -38,7 +43,8 @@ async fn run(args: Args) -> ExitCode {
     match zdm_ost::dry_run(&cfg, &cancel).await {
         Ok(plan) => {
             if args.json {
-                match serde_json::to_string_pretty(&serde_json::json!({ "ok": true, "plan": plan })) {
+                match serde_json::to_string_pretty(&serde_json::json!({ "ok": true, "plan": plan }))
+                {
                     Ok(s) => println!("{s}"),
                     Err(e) => {
                         eprintln!("zdm-ost: error: cannot render the plan as JSON: {e}");
@@ -52,7 +58,10 @@ async fn run(args: Args) -> ExitCode {
         }
         Err(e) => {
             if args.json {
-                println!("{}", serde_json::json!({ "ok": false, "error": e.to_string() }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "ok": false, "error": e.to_string() })
+                );
             }
             eprintln!("zdm-ost: error: {e}");
             ExitCode::from(e.exit_code())
@@ -65,14 +74,15 @@ async fn cancel_on_signal(cancel: CancellationToken) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                cancel.cancel();
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    cancel.cancel();
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

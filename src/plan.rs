@@ -149,26 +149,42 @@ pub async fn probe(
         ))
         .await;
     let result = match created {
-        Err(e) if server_code(&e) == Some(1050) => Err(PlanError::ProbeExists { name: probe.clone() }),
+        Err(e) if server_code(&e) == Some(1050) => Err(PlanError::ProbeExists {
+            name: probe.clone(),
+        }),
         Err(e) => Err(q("creating the probe table")(e)),
         Ok(()) => tokio::select! {
             r = probe_inner(conn, db, names, spec, original) => r,
             _ = cancel.cancelled() => Err(PlanError::Cancelled),
         },
     };
-    let was_created = !matches!(result, Err(PlanError::ProbeExists { .. }) | Err(PlanError::Query { what: "creating the probe table", .. }));
+    let was_created = !matches!(
+        result,
+        Err(PlanError::ProbeExists { .. })
+            | Err(PlanError::Query {
+                what: "creating the probe table",
+                ..
+            })
+    );
     if was_created {
         // A cancelled statement may have left the connection mid-result: use a fresh one if
         // this one cannot drop the table.
         let drop_sql = format!("DROP /* zdm-ost */ TABLE IF EXISTS {probe}");
         if let Err(e) = conn.query_drop(&drop_sql).await {
-            tracing::warn!("could not drop {probe} on the planning connection ({e}); retrying on a new one");
+            tracing::warn!(
+                "could not drop {probe} on the planning connection ({e}); retrying on a new one"
+            );
             let dropped = match endpoint.connect().await {
-                Ok(mut c) => c.query_drop(&drop_sql).await.map_err(|e| server_message(&e)),
+                Ok(mut c) => c
+                    .query_drop(&drop_sql)
+                    .await
+                    .map_err(|e| server_message(&e)),
                 Err(e) => Err(e.to_string()),
             };
             if let Err(e) = dropped {
-                tracing::error!("could not drop the probe table {probe}: {e}. Drop it by hand: {drop_sql}");
+                tracing::error!(
+                    "could not drop the probe table {probe}: {e}. Drop it by hand: {drop_sql}"
+                );
             }
         }
     }
@@ -192,7 +208,10 @@ async fn probe_inner(
         (Algorithm::Inplace, ", ALGORITHM=INPLACE, LOCK=NONE"),
     ] {
         match conn
-            .query_drop(format!("ALTER /* zdm-ost */ TABLE {probe} {}{suffix}", spec.body))
+            .query_drop(format!(
+                "ALTER /* zdm-ost */ TABLE {probe} {}{suffix}",
+                spec.body
+            ))
             .await
         {
             Ok(()) => {
@@ -222,7 +241,12 @@ async fn probe_inner(
             reason: "the ALTER removed or renamed the table".into(),
         })?;
     let old_cols: Vec<String> = original.columns.iter().map(|c| c.name.clone()).collect();
-    let new_cols: Vec<String> = ghost.columns.iter().filter(|c| !c.generated).map(|c| c.name.clone()).collect();
+    let new_cols: Vec<String> = ghost
+        .columns
+        .iter()
+        .filter(|c| !c.generated)
+        .map(|c| c.name.clone())
+        .collect();
     let mapping = column_mapping(&old_cols, &new_cols, spec);
     let chunk_key = shared_key(original, &ghost, &mapping)?;
 
@@ -242,9 +266,11 @@ async fn probe_inner(
         ident_list(&chunk_key.columns),
     );
     let started = Instant::now();
-    conn.query_drop(&sample).await.map_err(|e| PlanError::SampleCopy {
-        reason: server_message(&e),
-    })?;
+    conn.query_drop(&sample)
+        .await
+        .map_err(|e| PlanError::SampleCopy {
+            reason: server_message(&e),
+        })?;
     let sample_seconds = started.elapsed().as_secs_f64();
     let sample_rows = conn.affected_rows();
     let rows_per_second = (sample_rows > 0).then(|| sample_rows as f64 / sample_seconds.max(1e-6));
@@ -265,11 +291,19 @@ async fn probe_inner(
 
 /// The first candidate key of the original whose columns, renamed as the mapping says, form a
 /// candidate key of the new table too.
-fn shared_key(original: &TableInfo, ghost: &TableInfo, mapping: &[MappedColumn]) -> Result<ChunkKey, PlanError> {
+fn shared_key(
+    original: &TableInfo,
+    ghost: &TableInfo,
+    mapping: &[MappedColumn],
+) -> Result<ChunkKey, PlanError> {
     let target_of = |col: &str| {
         mapping
             .iter()
-            .find(|m| m.source.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(col)))
+            .find(|m| {
+                m.source
+                    .as_deref()
+                    .is_some_and(|s| s.eq_ignore_ascii_case(col))
+            })
             .map(|m| m.target.clone())
     };
     let set = |cols: &[String]| {
@@ -279,10 +313,18 @@ fn shared_key(original: &TableInfo, ghost: &TableInfo, mapping: &[MappedColumn])
     };
     let ghost_keys: Vec<&IndexInfo> = ghost.candidate_keys();
     for key in original.candidate_keys() {
-        let Some(mapped) = key.columns.iter().map(|c| target_of(c)).collect::<Option<Vec<String>>>() else {
+        let Some(mapped) = key
+            .columns
+            .iter()
+            .map(|c| target_of(c))
+            .collect::<Option<Vec<String>>>()
+        else {
             continue;
         };
-        if let Some(gk) = ghost_keys.iter().find(|gk| set(&gk.columns) == set(&mapped)) {
+        if let Some(gk) = ghost_keys
+            .iter()
+            .find(|gk| set(&gk.columns) == set(&mapped))
+        {
             return Ok(ChunkKey {
                 original_index: key.name.clone(),
                 ghost_index: gk.name.clone(),
@@ -302,19 +344,34 @@ fn shared_key(original: &TableInfo, ghost: &TableInfo, mapping: &[MappedColumn])
         detail: format!(
             "original keys: {}; new keys: {}",
             describe(original.candidate_keys()),
-            if ghost_keys.is_empty() { "none".to_string() } else { describe(ghost_keys) }
+            if ghost_keys.is_empty() {
+                "none".to_string()
+            } else {
+                describe(ghost_keys)
+            }
         ),
     })
 }
 
 impl Plan {
-    pub fn new(host: String, spec: &AlterSpec, names: TableNames, pre: Preflight, probe: Probe) -> Plan {
+    pub fn new(
+        host: String,
+        spec: &AlterSpec,
+        names: TableNames,
+        pre: Preflight,
+        probe: Probe,
+    ) -> Plan {
         let t = &names.original;
         let dropped_columns = pre
             .table
             .columns
             .iter()
-            .filter(|c| !probe.mapping.iter().any(|m| m.source.as_deref() == Some(&c.name)))
+            .filter(|c| {
+                !probe
+                    .mapping
+                    .iter()
+                    .any(|m| m.source.as_deref() == Some(&c.name))
+            })
             .map(|c| c.name.clone())
             .collect();
         let steps = vec![
@@ -372,8 +429,16 @@ impl Plan {
     pub fn render(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "zdm-ost plan (dry run: nothing was changed)");
-        let _ = writeln!(s, "  server:       {} at {} ({})", self.server, self.host, self.server.hostname);
-        let _ = writeln!(s, "  table:        {}", qualified(&self.database, &self.table));
+        let _ = writeln!(
+            s,
+            "  server:       {} at {} ({})",
+            self.server, self.host, self.server.hostname
+        );
+        let _ = writeln!(
+            s,
+            "  table:        {}",
+            qualified(&self.database, &self.table)
+        );
         let _ = writeln!(s, "  alter:        {}", self.alter);
         let _ = writeln!(
             s,
@@ -388,7 +453,11 @@ impl Plan {
             self.chunk_key.original_index,
             self.chunk_key.columns.join(", ")
         );
-        let _ = writeln!(s, "  class:        {} (as the server would run this ALTER natively)", self.algorithm);
+        let _ = writeln!(
+            s,
+            "  class:        {} (as the server would run this ALTER natively)",
+            self.algorithm
+        );
         let _ = writeln!(s, "  columns:");
         for m in &self.mapping {
             match &m.source {
@@ -423,7 +492,11 @@ impl Plan {
                 }
             }
         }
-        let _ = writeln!(s, "  transactions open over {} s:", crate::inspect::LONG_TRX_SECONDS);
+        let _ = writeln!(
+            s,
+            "  transactions open over {} s:",
+            crate::inspect::LONG_TRX_SECONDS
+        );
         if self.long_transactions.is_empty() {
             let _ = writeln!(s, "    none");
         }
@@ -485,7 +558,11 @@ fn human_secs(s: f64) -> String {
     } else if s < 3600.0 {
         format!("{:.0} min {:.0} s", (s / 60.0).floor(), s % 60.0)
     } else {
-        format!("{:.0} h {:.0} min", (s / 3600.0).floor(), (s % 3600.0) / 60.0)
+        format!(
+            "{:.0} h {:.0} min",
+            (s / 3600.0).floor(),
+            (s % 3600.0) / 60.0
+        )
     }
 }
 
