@@ -79,6 +79,7 @@ write_cnf() {
     echo "innodb_flush_log_at_trx_commit=2"
     echo "sync_binlog=0"
     echo "expire_logs_days=1"
+    echo "plugin-load-add=metadata_lock_info"
     for opt in "$@"; do echo "${opt#--}"; done
     echo "[client]"
     echo "default-character-set=utf8mb4"

@@ -1,9 +1,12 @@
 //! Command-line flags (clap), parsed into a plain [`Args`] first and then resolved into a
 //! [`Config`] the rest of zdm-ost works from.
 
+use std::time::Duration;
+
 use clap::Parser;
 
 use crate::conn::Endpoint;
+use crate::migration::ExecOptions;
 
 /// Online schema changes for MySQL and MariaDB, without blocking the table.
 ///
@@ -38,12 +41,50 @@ pub struct Args {
     /// A replica to watch, as HOST:PORT (repeat for several).
     #[arg(long = "replica", value_name = "HOST:PORT", value_parser = parse_host_port)]
     pub replicas: Vec<(String, u16)>,
+    /// Run the migration. Without it zdm-ost only plans: a dry run that changes nothing.
+    #[arg(long)]
+    pub execute: bool,
+    /// Server id of zdm-ost's binlog reader; must differ from every replica's (default: random,
+    /// above 2^31, checked against the primary's replicas).
+    #[arg(long, value_name = "ID")]
+    pub replica_server_id: Option<u32>,
+    /// Rows in the first copy chunk; later chunks adapt toward --chunk-time.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=100_000))]
+    pub chunk_size: u64,
+    /// Target time per copy chunk, in seconds.
+    #[arg(long, default_value = "0.5", value_name = "SECONDS", value_parser = parse_seconds)]
+    pub chunk_time: Duration,
+    /// How long one cut-over lock attempt may wait (writers stall at most about this long).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub cut_over_lock_timeout_seconds: u64,
+    /// Cut-over attempts before giving up (each releases everything and backs off).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub cut_over_retries: u32,
+    /// Drop the old table after the cut-over instead of keeping it as <table>_zdm_old.
+    #[arg(long)]
+    pub ok_to_drop_table: bool,
+    /// Drop leftovers of an earlier run (ghost, changelog, and a cut-over sentry) before starting.
+    #[arg(long)]
+    pub initially_drop_ghost_table: bool,
+    /// Seconds between status lines while migrating.
+    #[arg(long, default_value = "5", value_name = "SECONDS", value_parser = parse_seconds)]
+    pub status_interval: Duration,
     /// Print the plan (or the error) as one JSON document on stdout.
     #[arg(long)]
     pub json: bool,
     /// More logging (-v: debug, -vv: trace).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !(0.01..=3600.0).contains(&v) {
+        return Err(format!("`{s}` is out of range (0.01 to 3600 seconds)"));
+    }
+    Ok(Duration::from_secs_f64(v))
 }
 
 fn parse_host_port(s: &str) -> Result<(String, u16), String> {
@@ -70,6 +111,21 @@ pub struct Config {
     pub table: String,
     pub alter: String,
     pub replicas: Vec<(String, u16)>,
+}
+
+impl From<&Args> for ExecOptions {
+    fn from(a: &Args) -> Self {
+        ExecOptions {
+            replica_server_id: a.replica_server_id,
+            chunk_size: a.chunk_size,
+            chunk_time: a.chunk_time,
+            cut_over_lock_timeout: Duration::from_secs(a.cut_over_lock_timeout_seconds),
+            cut_over_retries: a.cut_over_retries,
+            ok_to_drop_table: a.ok_to_drop_table,
+            initially_drop_ghost_table: a.initially_drop_ghost_table,
+            status_interval: a.status_interval,
+        }
+    }
 }
 
 impl From<&Args> for Config {

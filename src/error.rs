@@ -16,7 +16,19 @@ pub enum Error {
     Preflight(#[from] PreflightError),
     #[error("plan: {0}")]
     Plan(PlanError),
-    #[error("interrupted: stopped cleanly, nothing was changed")]
+    #[error("{0}")]
+    Binlog(#[from] crate::binlog::BinlogError),
+    #[error("{0}")]
+    Copy(#[from] crate::copier::CopyError),
+    #[error("{0}")]
+    Follow(#[from] crate::apply::FollowError),
+    #[error("{0}")]
+    Cutover(#[from] crate::cutover::CutoverError),
+    #[error("{what} failed: {reason}")]
+    Sql { what: &'static str, reason: String },
+    #[error("{0}")]
+    ServerId(String),
+    #[error("interrupted: stopped cleanly; the original table is untouched")]
     Cancelled,
 }
 
@@ -33,9 +45,27 @@ impl From<PlanError> for Error {
 impl Error {
     /// 1 for an error, 130 when interrupted (as shells report SIGINT).
     pub fn exit_code(&self) -> u8 {
-        match self {
-            Error::Cancelled => 130,
-            _ => 1,
+        if self.is_cancelled() {
+            130
+        } else {
+            1
         }
+    }
+
+    /// Did the run stop because it was told to (Ctrl-C, SIGTERM)?
+    pub fn is_cancelled(&self) -> bool {
+        use crate::apply::{ApplyError, FollowError};
+        matches!(
+            self,
+            Error::Cancelled
+                | Error::Copy(crate::copier::CopyError::Cancelled)
+                | Error::Follow(FollowError::Apply(ApplyError::Cancelled))
+                | Error::Cutover(crate::cutover::CutoverError::Cancelled)
+        ) || matches!(
+            self,
+            Error::Cutover(crate::cutover::CutoverError::Follow(FollowError::Apply(
+                ApplyError::Cancelled
+            )))
+        )
     }
 }

@@ -481,7 +481,7 @@ async fn check_leftovers(
             )
         } else {
             format!(
-                "it is left over from an earlier zdm-ost run on {}, or one is running now. If none is running, DROP TABLE {full} and run again",
+                "it is left over from an earlier zdm-ost run on {}, or one is running now. If none is running, rerun with --initially-drop-ghost-table (or DROP TABLE {full})",
                 qualified(db, &names.original)
             )
         };

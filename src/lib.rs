@@ -4,12 +4,21 @@
 //! flavour), `inspect` (preflight), `ddl` (understanding --alter, helper names), `plan` (probe,
 //! classification, dry-run report), `sql` (quoting, statement tag), `error`.
 
+pub mod apply;
+pub mod binlog;
+pub mod changelog;
 pub mod cli;
 pub mod conn;
+pub mod copier;
+pub mod cutover;
 pub mod ddl;
 pub mod error;
 pub mod inspect;
+pub mod key;
+pub mod migration;
 pub mod plan;
+pub mod progress;
+pub mod resync;
 pub mod sql;
 
 use tokio_util::sync::CancellationToken;

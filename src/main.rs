@@ -2,12 +2,14 @@
 //!
 //! Exit codes: 0 success; 1 error (the message says what to do); 2 bad usage; 130 interrupted.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 use zdm_ost::cli::{Args, Config};
+use zdm_ost::migration::ExecOptions;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -21,6 +23,7 @@ fn main() -> ExitCode {
             EnvFilter::try_from_env("ZDM_LOG").unwrap_or_else(|_| EnvFilter::new(level)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -40,22 +43,45 @@ async fn run(args: Args) -> ExitCode {
     let cfg = Config::from(&args);
     let cancel = CancellationToken::new();
     tokio::spawn(cancel_on_signal(cancel.clone()));
-    match zdm_ost::dry_run(&cfg, &cancel).await {
-        Ok(plan) => {
-            if args.json {
-                match serde_json::to_string_pretty(&serde_json::json!({ "ok": true, "plan": plan }))
-                {
-                    Ok(s) => println!("{s}"),
-                    Err(e) => {
-                        eprintln!("zdm-ost: error: cannot render the plan as JSON: {e}");
-                        return ExitCode::from(1);
-                    }
-                }
-            } else {
-                print!("{}", plan.render());
+    let result = if args.execute {
+        let opts = ExecOptions::from(&args);
+        let json = args.json;
+        zdm_ost::migration::execute(&cfg, &opts, &cancel, |plan| {
+            if !json {
+                print!("{}", plan.render(false));
             }
-            ExitCode::SUCCESS
-        }
+        })
+        .await
+        .map(|summary| {
+            if json {
+                serde_json::json!({ "ok": true, "summary": summary })
+            } else {
+                print!("{}", summary.render());
+                serde_json::Value::Null
+            }
+        })
+    } else {
+        zdm_ost::dry_run(&cfg, &cancel).await.map(|plan| {
+            if args.json {
+                serde_json::json!({ "ok": true, "plan": plan })
+            } else {
+                print!("{}", plan.render(true));
+                serde_json::Value::Null
+            }
+        })
+    };
+    match result {
+        Ok(serde_json::Value::Null) => ExitCode::SUCCESS,
+        Ok(doc) => match serde_json::to_string_pretty(&doc) {
+            Ok(s) => {
+                println!("{s}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("zdm-ost: error: cannot render JSON: {e}");
+                ExitCode::from(1)
+            }
+        },
         Err(e) => {
             if args.json {
                 println!(

@@ -426,9 +426,13 @@ impl Plan {
     }
 
     /// The plan as text for a person.
-    pub fn render(&self) -> String {
+    pub fn render(&self, dry_run: bool) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "zdm-ost plan (dry run: nothing was changed)");
+        if dry_run {
+            let _ = writeln!(s, "zdm-ost plan (dry run: nothing was changed)");
+        } else {
+            let _ = writeln!(s, "zdm-ost plan (executing)");
+        }
         let _ = writeln!(
             s,
             "  server:       {} at {} ({})",
@@ -526,7 +530,15 @@ impl Plan {
                 let _ = writeln!(s, "  estimate:     nothing to copy (the table is empty)");
             }
         }
-        let _ = writeln!(s, "  --execute would:");
+        let _ = writeln!(
+            s,
+            "  {}",
+            if dry_run {
+                "--execute would:"
+            } else {
+                "steps:"
+            }
+        );
         for (i, step) in self.steps.iter().enumerate() {
             let _ = writeln!(s, "    {}. {step}", i + 1);
         }

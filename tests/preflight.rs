@@ -197,7 +197,7 @@ async fn leftover_ghost_and_old_tables_are_refused() {
         .await;
     assert_error(
         &zdm(&n, &["--table", "orders", "--alter", ALTER]).await,
-        &format!("preflight: table `{n}`.`orders_zdm_gho` already exists: it is left over from an earlier zdm-ost run on `{n}`.`orders`, or one is running now. If none is running, DROP TABLE `{n}`.`orders_zdm_gho` and run again"),
+        &format!("preflight: table `{n}`.`orders_zdm_gho` already exists: it is left over from an earlier zdm-ost run on `{n}`.`orders`, or one is running now. If none is running, rerun with --initially-drop-ghost-table (or DROP TABLE `{n}`.`orders_zdm_gho`)"),
     );
     db.exec("DROP TABLE orders_zdm_gho").await;
     db.exec("CREATE TABLE orders_zdm_old (id INT PRIMARY KEY)")

@@ -1,0 +1,330 @@
+//! Key-based apply: the set of changed keys, deduplicated, and its flush into the ghost table.
+//!
+//! Correctness (keep it true; DESIGN.md "Applying changes"): the stream starts, at a recorded
+//! position, before the copier reads its first chunk. Every row is then either never touched
+//! after that position — and the copier's locking read of it is current — or touched, and its
+//! key reaches this set; the next flush re-reads the row's current committed state from the
+//! original table (or finds it gone, and the DELETE removes it). A flush is the resync pair of
+//! [`crate::resync`], so it is idempotent and its order relative to copy chunks does not matter.
+//! An UPDATE that changes the key brings both keys. A hot row updated a thousand times between
+//! flushes costs one resync.
+//!
+//! A flush never waits on an application's lock: its locking read is `NOWAIT`. A batch that
+//! hits a locked row backs off and retries; one that keeps conflicting is split, so a single
+//! long-locked row holds back only itself.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mysql_async::Conn;
+use tokio_util::sync::CancellationToken;
+
+use crate::key::{in_predicate, Key};
+use crate::progress::Progress;
+use crate::resync::{classify, describe_offending_row, resync, Failure, Mode, Selection, Tables};
+
+/// Keys per flush transaction.
+pub const BATCH: usize = 500;
+/// Conflicts in a row before a batch is split.
+const SPLIT_AFTER: u32 = 3;
+/// Times a batch may hit a duplicate on a non-key unique index before it is a real violation.
+const DUPLICATE_RETRIES: u32 = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("applying changes to `{table}`: the new schema rejects the data: {message}. Nothing was renamed; the original table is untouched")]
+    Data { table: String, message: String },
+    #[error("applying changes to `{table}`: {message}")]
+    Fatal { table: String, message: String },
+    #[error("applying changes: the connection broke and could not be re-established: {0}")]
+    Connection(String),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+pub struct Applier {
+    tables: Arc<Tables>,
+    pending: HashSet<Key>,
+    progress: Arc<Progress>,
+}
+
+impl Applier {
+    pub fn new(tables: Arc<Tables>, progress: Arc<Progress>) -> Self {
+        Applier {
+            tables,
+            pending: HashSet::new(),
+            progress,
+        }
+    }
+
+    pub fn add(&mut self, keys: Vec<Key>) {
+        self.pending.extend(keys);
+        self.progress
+            .backlog
+            .store(self.pending.len() as u64, Relaxed);
+    }
+
+    pub fn backlog(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Re-syncs every pending key, in transactions of [`BATCH`] keys.
+    pub async fn flush(
+        &mut self,
+        conn: &mut Conn,
+        cancel: &CancellationToken,
+    ) -> Result<u64, ApplyError> {
+        self.flush_mode(conn, Mode::Transaction, cancel).await
+    }
+
+    /// Re-syncs every pending key with autocommit statements, for the cut-over's locking
+    /// session (a transaction there would release `LOCK TABLES`).
+    pub async fn flush_under_table_lock(
+        &mut self,
+        conn: &mut Conn,
+        cancel: &CancellationToken,
+    ) -> Result<u64, ApplyError> {
+        self.flush_mode(conn, Mode::UnderTableLock, cancel).await
+    }
+
+    async fn flush_mode(
+        &mut self,
+        conn: &mut Conn,
+        mode: Mode,
+        cancel: &CancellationToken,
+    ) -> Result<u64, ApplyError> {
+        if self.pending.is_empty() {
+            return Ok(0);
+        }
+        let keys: Vec<Key> = self.pending.drain().collect();
+        let mut work: VecDeque<(Vec<Key>, u32, u32)> =
+            keys.chunks(BATCH).map(|c| (c.to_vec(), 0, 0)).collect();
+        let mut applied = 0u64;
+        let t = Arc::clone(&self.tables);
+        while let Some((batch, conflicts, duplicates)) = work.pop_front() {
+            if cancel.is_cancelled() {
+                return Err(ApplyError::Cancelled);
+            }
+            let refs: Vec<&Key> = padded(&batch);
+            let (ghost_pred, ghost_params) = in_predicate(&t.key_ghost, &refs);
+            let (orig_pred, orig_params) = in_predicate(&t.key_orig, &refs);
+            let sel = Selection {
+                ghost_pred,
+                ghost_params,
+                orig_pred: orig_pred.clone(),
+                orig_params: orig_params.clone(),
+            };
+            match resync(conn, &t, sel, mode).await {
+                Ok(_) => {
+                    applied += batch.len() as u64;
+                    self.progress
+                        .applied_keys
+                        .fetch_add(batch.len() as u64, Relaxed);
+                    self.progress.backlog.store(
+                        (work.iter().map(|w| w.0.len()).sum::<usize>() + self.pending.len()) as u64,
+                        Relaxed,
+                    );
+                }
+                Err(e) => match classify(&e, &t.ghost_index) {
+                    Failure::Conflict => {
+                        self.progress.conflicts.fetch_add(1, Relaxed);
+                        let conflicts = conflicts + 1;
+                        if conflicts >= SPLIT_AFTER && batch.len() > 1 {
+                            let (a, b) = batch.split_at(batch.len() / 2);
+                            work.push_front((b.to_vec(), 0, duplicates));
+                            work.push_front((a.to_vec(), 0, duplicates));
+                        } else {
+                            backoff(conflicts, cancel).await?;
+                            work.push_front((batch, conflicts, duplicates));
+                        }
+                    }
+                    Failure::Duplicate(message) => {
+                        // The row it collides with may be waiting in this flush: retry after the
+                        // rest, merged with it; a duplicate that persists is real.
+                        if duplicates + 1 >= DUPLICATE_RETRIES {
+                            return Err(ApplyError::Data {
+                                table: t.orig.clone(),
+                                message,
+                            });
+                        }
+                        if let Some(other) = work.pop_back() {
+                            let mut merged = batch;
+                            merged.extend(other.0);
+                            work.push_back((merged, 0, duplicates + 1));
+                        } else {
+                            backoff(duplicates + 1, cancel).await?;
+                            work.push_back((batch, 0, duplicates + 1));
+                        }
+                    }
+                    Failure::Data(message) => {
+                        let detail =
+                            describe_offending_row(conn, &t, &message, &orig_pred, orig_params)
+                                .await;
+                        return Err(ApplyError::Data {
+                            table: t.orig.clone(),
+                            message: match detail {
+                                Some(d) => format!("{message}: {d}"),
+                                None => message,
+                            },
+                        });
+                    }
+                    Failure::Connection => {
+                        // The caller owns connections; hand the keys back and let it reconnect.
+                        for (b, _, _) in work {
+                            self.pending.extend(b);
+                        }
+                        self.pending.extend(batch);
+                        return Err(ApplyError::Connection(e.to_string()));
+                    }
+                    Failure::Fatal(message) => {
+                        return Err(ApplyError::Fatal {
+                            table: t.orig.clone(),
+                            message,
+                        })
+                    }
+                },
+            }
+        }
+        self.progress
+            .backlog
+            .store(self.pending.len() as u64, Relaxed);
+        Ok(applied)
+    }
+}
+
+/// The batch padded (by repeating its last key, harmless in `IN`) to a power of two, so only a
+/// handful of distinct statements are ever prepared.
+fn padded(batch: &[Key]) -> Vec<&Key> {
+    let n = batch.len().next_power_of_two();
+    let mut v: Vec<&Key> = batch.iter().collect();
+    while v.len() < n {
+        v.push(&batch[batch.len() - 1]);
+    }
+    v
+}
+
+/// Growing pauses: 5 ms, 10 ms, 20 ms ... up to 500 ms.
+pub async fn backoff(attempt: u32, cancel: &CancellationToken) -> Result<(), ApplyError> {
+    let ms = (5u64 << attempt.min(7)).min(500);
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_millis(ms)) => Ok(()),
+        _ = cancel.cancelled() => Err(ApplyError::Cancelled),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::KeyPart;
+
+    #[test]
+    fn batches_are_padded_to_powers_of_two_with_the_last_key() {
+        let keys: Vec<Key> = (0..5)
+            .map(|i| vec![KeyPart::Int(i)].into_boxed_slice())
+            .collect();
+        let p = padded(&keys);
+        assert_eq!(p.len(), 8);
+        assert_eq!(p[7], &keys[4]);
+        assert_eq!(padded(&keys[..4]).len(), 4);
+        assert_eq!(padded(&keys[..1]).len(), 1);
+    }
+}
+
+/// The receiving end of the binlog stream and the applier, driven by the orchestrator: during
+/// the copy it applies continuously; at cut-over it catches up to sentinels.
+pub struct Follower {
+    pub rx: tokio::sync::mpsc::Receiver<crate::binlog::StreamMsg>,
+    pub applier: Applier,
+    pub conn: Conn,
+    pub endpoint: crate::conn::Endpoint,
+    /// How often pending keys are flushed while following.
+    pub flush_every: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error("the binlog stream stopped")]
+    StreamEnded,
+    #[error("the binlog stream did not deliver sentinel {token} within {secs} s")]
+    SentinelTimeout { token: String, secs: u64 },
+}
+
+impl Follower {
+    /// Receives and applies until `token` has been read from the stream (or, with no token,
+    /// until `until` passes). With `flush` false, keys are only collected (the cut-over flushes
+    /// them itself under the table lock).
+    pub async fn follow(
+        &mut self,
+        token: Option<&str>,
+        until: tokio::time::Instant,
+        flush: bool,
+        cancel: &CancellationToken,
+    ) -> Result<(), FollowError> {
+        let mut next_flush = tokio::time::Instant::now() + self.flush_every;
+        let secs = until
+            .saturating_duration_since(tokio::time::Instant::now())
+            .as_secs();
+        loop {
+            let wake = if flush { next_flush.min(until) } else { until };
+            tokio::select! {
+                msg = self.rx.recv() => match msg {
+                    None => return Err(FollowError::StreamEnded),
+                    Some(crate::binlog::StreamMsg::Keys(keys)) => self.applier.add(keys),
+                    Some(crate::binlog::StreamMsg::Sentinel(t, _)) => {
+                        if token == Some(t.as_str()) {
+                            return Ok(());
+                        }
+                    }
+                },
+                _ = tokio::time::sleep_until(wake) => {
+                    if tokio::time::Instant::now() >= until {
+                        return match token {
+                            Some(t) => Err(FollowError::SentinelTimeout {
+                                token: t.to_string(),
+                                secs,
+                            }),
+                            None => Ok(()),
+                        };
+                    }
+                }
+                _ = cancel.cancelled() => return Err(ApplyError::Cancelled.into()),
+            }
+            if flush
+                && (tokio::time::Instant::now() >= next_flush
+                    || self.applier.backlog() >= BATCH * 4)
+            {
+                self.flush(cancel).await?;
+                next_flush = tokio::time::Instant::now() + self.flush_every;
+            }
+        }
+    }
+
+    /// Flushes every pending key, reconnecting once if the connection broke.
+    pub async fn flush(&mut self, cancel: &CancellationToken) -> Result<u64, ApplyError> {
+        match self.applier.flush(&mut self.conn, cancel).await {
+            Err(ApplyError::Connection(reason)) => {
+                tracing::warn!("applier connection lost ({reason}); reconnecting");
+                self.conn = self
+                    .endpoint
+                    .connect()
+                    .await
+                    .map_err(|e| ApplyError::Connection(e.to_string()))?;
+                set_read_committed(&mut self.conn)
+                    .await
+                    .map_err(|e| ApplyError::Connection(e.to_string()))?;
+                self.applier.flush(&mut self.conn, cancel).await
+            }
+            other => other,
+        }
+    }
+}
+
+pub async fn set_read_committed(conn: &mut Conn) -> Result<(), mysql_async::Error> {
+    use mysql_async::prelude::Queryable;
+    conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        .await
+}

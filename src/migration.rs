@@ -1,0 +1,503 @@
+//! The orchestrator: one state machine from inspection to clean-up, and the only place that
+//! decides to abort.
+//!
+//! `Inspecting -> Planned -> Expanded -> Copying -> CuttingOver -> Done` (`Failed` from
+//! anywhere). The binlog stream is started, at a position read from the server, and proven live
+//! with a sentinel **before** the copier reads its first chunk (the apply correctness argument
+//! in `apply.rs` rests on that order).
+//!
+//! Abort: any error, Ctrl-C or SIGTERM before the rename stops every task and drops the ghost
+//! and changelog tables (and the cut-over sentry, only if it carries zdm-ost's comment); the
+//! original table is never written by zdm-ost, only read, so it is untouched. After a SIGKILL
+//! the helper tables stay behind; `--initially-drop-ghost-table` clears them on the next run.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::*;
+use mysql_async::Conn;
+use tokio_util::sync::CancellationToken;
+
+use crate::apply::{set_read_committed, Applier, FollowError, Follower};
+use crate::binlog::{BinlogPos, StreamSpec, StreamTask};
+use crate::changelog;
+use crate::cli::Config;
+use crate::copier::{self, CopyOptions};
+use crate::cutover::{Cutover, CutoverOptions, CutoverState, CutoverStats, SENTRY_COMMENT};
+use crate::ddl::{parse_alter, TableNames};
+use crate::error::Error;
+use crate::inspect::{preflight, TableInfo};
+use crate::key::KeyColumn;
+use crate::plan::{self, Plan};
+use crate::progress::{Phase, Progress};
+use crate::resync::Tables;
+use crate::sql::{qualified, server_message};
+
+/// Options of `--execute`.
+#[derive(Debug, Clone)]
+pub struct ExecOptions {
+    pub replica_server_id: Option<u32>,
+    pub chunk_size: u64,
+    pub chunk_time: Duration,
+    pub cut_over_lock_timeout: Duration,
+    pub cut_over_retries: u32,
+    pub ok_to_drop_table: bool,
+    pub initially_drop_ghost_table: bool,
+    pub status_interval: Duration,
+}
+
+/// What a finished migration reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Summary {
+    pub database: String,
+    pub table: String,
+    pub alter: String,
+    pub copied_rows: u64,
+    pub applied_changes: u64,
+    pub copy_ms: u64,
+    pub cut_over: CutoverStats,
+    pub total_ms: u64,
+    /// The old table, if kept.
+    pub old_table: Option<String>,
+}
+
+impl Summary {
+    pub fn render(&self) -> String {
+        format!(
+            "zdm-ost: migrated {} in {:.1} s: {} rows copied in {:.1} s, {} changes applied; \
+             cut-over after {} attempt(s): catch-up {} ms, lock held {} ms ({} keys applied under it); {}\n",
+            qualified(&self.database, &self.table),
+            self.total_ms as f64 / 1000.0,
+            self.copied_rows,
+            self.copy_ms as f64 / 1000.0,
+            self.applied_changes,
+            self.cut_over.attempts,
+            self.cut_over.catch_up_ms,
+            self.cut_over.lock_held_ms,
+            self.cut_over.keys_under_lock,
+            match &self.old_table {
+                Some(t) => format!("old table kept as {t}"),
+                None => "old table dropped (--ok-to-drop-table)".into(),
+            }
+        )
+    }
+}
+
+/// Runs the migration. The plan is handed to `on_plan` as soon as it exists (for printing).
+pub async fn execute(
+    cfg: &Config,
+    opts: &ExecOptions,
+    cancel: &CancellationToken,
+    on_plan: impl FnOnce(&Plan),
+) -> Result<Summary, Error> {
+    let names = TableNames::new(&cfg.table)?;
+    let spec = parse_alter(&cfg.alter, &cfg.table)?;
+    let mut conn = cfg.primary.connect().await?;
+    if opts.initially_drop_ghost_table {
+        drop_helpers(&mut conn, &cfg.database, &names, true).await?;
+    }
+    let progress = Arc::new(Progress::default());
+    let pre = tokio::select! {
+        r = preflight(&mut conn, &cfg.primary, &cfg.replicas, &cfg.database, &names) => r?,
+        _ = cancel.cancelled() => return Err(Error::Cancelled),
+    };
+    let probe = plan::probe(
+        &mut conn,
+        &cfg.primary,
+        &cfg.database,
+        &names,
+        &spec,
+        &pre.table,
+        cancel,
+    )
+    .await?;
+    let plan = Plan::new(cfg.primary.to_string(), &spec, names.clone(), pre, probe);
+    progress.set_phase(Phase::Planned);
+    on_plan(&plan);
+
+    let run = Run {
+        cfg,
+        opts,
+        plan: &plan,
+        names: &names,
+        progress: Arc::clone(&progress),
+        cancel: cancel.child_token(),
+    };
+    let result = run.run(&mut conn).await;
+    if let Err(e) = &result {
+        progress.set_phase(Phase::Failed);
+        tracing::error!("migration failed: {e}; cleaning up");
+        run.cancel.cancel();
+        let cleaned = match cfg.primary.connect().await {
+            Ok(mut c) => drop_helpers(&mut c, &cfg.database, &names, false).await,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(c) = cleaned {
+            tracing::error!(
+                "could not drop the helper tables ({c}); drop {} and {} by hand, or rerun with --initially-drop-ghost-table",
+                qualified(&cfg.database, &names.ghost),
+                qualified(&cfg.database, &names.changelog)
+            );
+        } else {
+            tracing::info!(
+                "dropped the ghost and changelog tables; {} is untouched",
+                qualified(&cfg.database, &names.original)
+            );
+        }
+    }
+    result
+}
+
+struct Run<'a> {
+    cfg: &'a Config,
+    opts: &'a ExecOptions,
+    plan: &'a Plan,
+    names: &'a TableNames,
+    progress: Arc<Progress>,
+    cancel: CancellationToken,
+}
+
+impl Run<'_> {
+    async fn run(&self, conn: &mut Conn) -> Result<Summary, Error> {
+        let started = Instant::now();
+        let db = &self.cfg.database;
+        let n = self.names;
+        let server_id = choose_server_id(conn, self.opts.replica_server_id).await?;
+
+        // Expand: the ghost with the ALTER applied, and the changelog.
+        let ghost_q = qualified(db, &n.ghost);
+        let q = |what: &'static str| {
+            move |e: mysql_async::Error| Error::Sql {
+                what,
+                reason: server_message(&e),
+            }
+        };
+        conn.query_drop(format!(
+            "CREATE /* zdm-ost */ TABLE {ghost_q} LIKE {}",
+            qualified(db, &n.original)
+        ))
+        .await
+        .map_err(q("creating the ghost table"))?;
+        conn.query_drop(format!(
+            "ALTER /* zdm-ost */ TABLE {ghost_q} {}",
+            self.plan.alter
+        ))
+        .await
+        .map_err(q("altering the ghost table"))?;
+        changelog::create(conn, db, &n.changelog)
+            .await
+            .map_err(q("creating the changelog table"))?;
+        self.progress.set_phase(Phase::Expanded);
+
+        let tables = Arc::new(self.tables());
+        let key = key_columns(&self.plan.original, &self.plan.chunk_key.columns);
+
+        // Stream: position first, proven live with a sentinel, before any row is copied.
+        let start = BinlogPos::current(conn)
+            .await
+            .map_err(q("reading the binlog position"))?;
+        tracing::info!("binlog stream starts at {start} (server id {server_id})");
+        self.progress.set_binlog_pos(&start);
+        let stream_spec = StreamSpec {
+            endpoint: self.cfg.primary.clone(),
+            flavor: self.plan.server.flavor,
+            server_id,
+            db: db.clone(),
+            table: n.original.clone(),
+            changelog: n.changelog.clone(),
+            key,
+            columns: self.plan.original.columns.len(),
+        };
+        let (mut stream, rx) =
+            StreamTask::start(stream_spec, start, Arc::clone(&self.progress), &self.cancel);
+        let result = self.with_stream(conn, &tables, &mut stream, rx).await;
+        let stream_end = stream.stop().await;
+        let (copied, copy_ms, cut_over) = match (result, stream_end) {
+            (Ok(r), _) => r,
+            // a stream failure is the root cause of the follower's "stream stopped"
+            (Err(Error::Follow(FollowError::StreamEnded)), Err(e)) => return Err(e.into()),
+            (Err(e), _) => return Err(e),
+        };
+
+        // Clean up.
+        conn.query_drop(format!(
+            "DROP /* zdm-ost */ TABLE IF EXISTS {}",
+            qualified(db, &n.changelog)
+        ))
+        .await
+        .map_err(q("dropping the changelog table"))?;
+        let old_table = if self.opts.ok_to_drop_table {
+            conn.query_drop(format!(
+                "DROP /* zdm-ost */ TABLE IF EXISTS {}",
+                qualified(db, &n.old)
+            ))
+            .await
+            .map_err(q("dropping the old table"))?;
+            None
+        } else {
+            Some(qualified(db, &n.old))
+        };
+        self.progress.set_phase(Phase::Done);
+        Ok(Summary {
+            database: db.clone(),
+            table: n.original.clone(),
+            alter: self.plan.alter.clone(),
+            copied_rows: copied,
+            applied_changes: self.progress.applied_keys.load(Relaxed),
+            copy_ms,
+            cut_over,
+            total_ms: started.elapsed().as_millis() as u64,
+            old_table,
+        })
+    }
+
+    async fn with_stream(
+        &self,
+        conn: &mut Conn,
+        tables: &Arc<Tables>,
+        stream: &mut StreamTask,
+        rx: tokio::sync::mpsc::Receiver<crate::binlog::StreamMsg>,
+    ) -> Result<(u64, u64, CutoverStats), Error> {
+        let ep = &self.cfg.primary;
+        let db = &self.cfg.database;
+        let mut apply_conn = ep.connect().await?;
+        set_read_committed(&mut apply_conn)
+            .await
+            .map_err(|e| Error::Sql {
+                what: "setting up the applier",
+                reason: server_message(&e),
+            })?;
+        let mut follower = Follower {
+            rx,
+            applier: Applier::new(Arc::clone(tables), Arc::clone(&self.progress)),
+            conn: apply_conn,
+            endpoint: ep.clone(),
+            flush_every: Duration::from_millis(50),
+        };
+        let token = changelog::write_sentinel(conn, db, &self.names.changelog)
+            .await
+            .map_err(|e| Error::Sql {
+                what: "writing the first sentinel",
+                reason: server_message(&e),
+            })?;
+        follower
+            .follow(
+                Some(&token),
+                tokio::time::Instant::now() + Duration::from_secs(30),
+                true,
+                &self.cancel,
+            )
+            .await?;
+        tracing::info!("binlog stream is live; copying rows");
+
+        // Copy, while applying changes.
+        self.progress.set_phase(Phase::Copying);
+        self.progress
+            .estimated_rows
+            .store(self.plan.rows_estimate, Relaxed);
+        let copy_started = Instant::now();
+        let mut copy_conn = ep.connect().await?;
+        let copy_opts = CopyOptions {
+            chunk_size: self.opts.chunk_size,
+            chunk_time: self.opts.chunk_time,
+        };
+        let copy_tables = Arc::clone(tables);
+        let copy_progress = Arc::clone(&self.progress);
+        let copy_cancel = self.cancel.clone();
+        let copy_ep = ep.clone();
+        let mut copy_task = tokio::spawn(async move {
+            let r = copier::copy(
+                &mut copy_conn,
+                &copy_ep,
+                copy_tables,
+                copy_opts,
+                copy_progress,
+                copy_cancel,
+            )
+            .await;
+            let _ = copy_conn.disconnect().await;
+            r
+        });
+        let mut next_status = Instant::now() + self.opts.status_interval;
+        let copied = loop {
+            let until = tokio::time::Instant::now() + Duration::from_millis(200);
+            tokio::select! {
+                r = &mut copy_task => {
+                    break r.map_err(|e| Error::Sql { what: "the copy task", reason: e.to_string() })??;
+                }
+                r = follower.follow(None, until, true, &self.cancel) => r?,
+            }
+            if Instant::now() >= next_status {
+                tracing::info!("{}", self.progress.status_line());
+                next_status = Instant::now() + self.opts.status_interval;
+            }
+        };
+        let copy_ms = copy_started.elapsed().as_millis() as u64;
+        tracing::info!(
+            "copy done: {copied} rows in {copy_ms} ms; {}",
+            self.progress.status_line()
+        );
+
+        // Cut over.
+        self.progress.set_phase(Phase::CuttingOver);
+        let expected_columns = self
+            .plan
+            .ghost
+            .columns
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
+        let stats = Cutover {
+            endpoint: ep,
+            server: &self.plan.server,
+            tables: Arc::clone(tables),
+            old: self.names.old.clone(),
+            changelog: self.names.changelog.clone(),
+            expected_columns,
+            control: conn,
+            follower: &mut follower,
+            stream,
+            opts: CutoverOptions {
+                lock_timeout: self.opts.cut_over_lock_timeout,
+                retries: self.opts.cut_over_retries,
+            },
+            cancel: &self.cancel,
+            state: CutoverState::default(),
+        }
+        .run()
+        .await?;
+        let _ = follower.conn.disconnect().await;
+        Ok((copied, copy_ms, stats))
+    }
+
+    fn tables(&self) -> Tables {
+        let copied: Vec<&crate::ddl::MappedColumn> = self
+            .plan
+            .mapping
+            .iter()
+            .filter(|m| m.source.is_some())
+            .collect();
+        Tables {
+            db: self.cfg.database.clone(),
+            orig: self.names.original.clone(),
+            ghost: self.names.ghost.clone(),
+            key_orig: self.plan.chunk_key.columns.clone(),
+            key_ghost: self.plan.chunk_key.ghost_columns.clone(),
+            key_index: self.plan.chunk_key.original_index.clone(),
+            ghost_index: self.plan.chunk_key.ghost_index.clone(),
+            targets: copied.iter().map(|m| m.target.clone()).collect(),
+            sources: copied.iter().filter_map(|m| m.source.clone()).collect(),
+            share_nowait: self.plan.server.share_nowait(),
+        }
+    }
+}
+
+/// The key columns with what the binlog decoder needs: position and type.
+fn key_columns(t: &TableInfo, names: &[String]) -> Vec<KeyColumn> {
+    names
+        .iter()
+        .map(|n| {
+            let (ordinal, c) = t
+                .columns
+                .iter()
+                .enumerate()
+                .find(|(_, c)| c.name.eq_ignore_ascii_case(n))
+                .expect("key columns come from the table");
+            let ct = c.column_type.to_ascii_lowercase();
+            KeyColumn {
+                name: c.name.clone(),
+                ordinal,
+                data_type: ct.split(['(', ' ']).next().unwrap_or("").to_string(),
+                unsigned: ct.contains("unsigned"),
+            }
+        })
+        .collect()
+}
+
+/// A server id for the binlog reader that no replica of this primary uses.
+async fn choose_server_id(conn: &mut Conn, wanted: Option<u32>) -> Result<u32, Error> {
+    let own: u32 = conn
+        .query_first("SELECT @@server_id")
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(0);
+    let mut used = vec![own];
+    if let Ok(rows) = conn
+        .query::<mysql_async::Row, _>("SHOW /* zdm-ost */ SLAVE HOSTS")
+        .await
+    {
+        used.extend(rows.iter().filter_map(|r| r.get::<u32, _>(0)));
+    }
+    match wanted {
+        Some(id) if used.contains(&id) => Err(Error::ServerId(format!(
+            "--replica-server-id {id} is already used by this server or one of its replicas (ids in use: {used:?}); choose another"
+        ))),
+        Some(id) => Ok(id),
+        None => loop {
+            let id = rand::random::<u32>() | 0x8000_0000;
+            if !used.contains(&id) {
+                return Ok(id);
+            }
+        },
+    }
+}
+
+/// Drops what a zdm-ost run leaves behind: ghost, changelog, probe, and the sentry (only if it
+/// is zdm-ost's own, recognised by its comment: `<t>_zdm_old` may be a real old table).
+pub async fn drop_helpers(
+    conn: &mut Conn,
+    db: &str,
+    names: &TableNames,
+    announce: bool,
+) -> Result<(), Error> {
+    let q = |what: &'static str| {
+        move |e: mysql_async::Error| Error::Sql {
+            what,
+            reason: server_message(&e),
+        }
+    };
+    for t in [&names.ghost, &names.changelog, &names.probe] {
+        let exists: Option<String> = conn
+            .exec_first(
+                "SELECT /* zdm-ost */ TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (db, t.as_str()),
+            )
+            .await
+            .map_err(q("looking for leftover tables"))?;
+        if exists.is_some() {
+            if announce {
+                tracing::info!("dropping leftover {}", qualified(db, t));
+            }
+            conn.query_drop(format!(
+                "DROP /* zdm-ost */ TABLE IF EXISTS {}",
+                qualified(db, t)
+            ))
+            .await
+            .map_err(q("dropping a leftover table"))?;
+        }
+    }
+    let comment: Option<String> = conn
+        .exec_first(
+            "SELECT /* zdm-ost */ TABLE_COMMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            (db, names.old.as_str()),
+        )
+        .await
+        .map_err(q("looking for a leftover sentry"))?;
+    if comment.as_deref() == Some(SENTRY_COMMENT) {
+        if announce {
+            tracing::info!(
+                "dropping leftover cut-over sentry {}",
+                qualified(db, &names.old)
+            );
+        }
+        conn.query_drop(format!(
+            "DROP /* zdm-ost */ TABLE IF EXISTS {}",
+            qualified(db, &names.old)
+        ))
+        .await
+        .map_err(q("dropping a leftover sentry"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,141 @@
+//! What every part reports while a migration runs: counters shared as atomics, the phase, and
+//! the binlog position. Parts only add to it; the orchestrator reads it for the status line.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::binlog::BinlogPos;
+
+/// The migration's states, in order. `Failed` can follow any of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Phase {
+    Inspecting,
+    Planned,
+    Expanded,
+    Copying,
+    CuttingOver,
+    Done,
+    Failed,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::Inspecting => "inspecting",
+            Phase::Planned => "planned",
+            Phase::Expanded => "expanded",
+            Phase::Copying => "copying",
+            Phase::CuttingOver => "cutting-over",
+            Phase::Done => "done",
+            Phase::Failed => "failed",
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct Progress {
+    pub started: Instant,
+    pub copied_rows: AtomicU64,
+    pub estimated_rows: AtomicU64,
+    pub chunks: AtomicU64,
+    pub chunk_size: AtomicU64,
+    /// Keys taken from the binlog (before deduplication).
+    pub row_events: AtomicU64,
+    /// Distinct keys re-synced into the ghost table.
+    pub applied_keys: AtomicU64,
+    /// Keys waiting to be applied.
+    pub backlog: AtomicU64,
+    pub conflicts: AtomicU64,
+    phase: Mutex<Phase>,
+    binlog_pos: Mutex<Option<BinlogPos>>,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            started: Instant::now(),
+            copied_rows: AtomicU64::new(0),
+            estimated_rows: AtomicU64::new(0),
+            chunks: AtomicU64::new(0),
+            chunk_size: AtomicU64::new(0),
+            row_events: AtomicU64::new(0),
+            applied_keys: AtomicU64::new(0),
+            backlog: AtomicU64::new(0),
+            conflicts: AtomicU64::new(0),
+            phase: Mutex::new(Phase::Inspecting),
+            binlog_pos: Mutex::new(None),
+        }
+    }
+}
+
+impl Progress {
+    pub fn phase(&self) -> Phase {
+        *self.phase.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets the phase and logs the transition.
+    pub fn set_phase(&self, p: Phase) {
+        let mut cur = self.phase.lock().unwrap_or_else(|p| p.into_inner());
+        if *cur != p {
+            tracing::info!("phase: {} -> {}", *cur, p);
+            *cur = p;
+        }
+    }
+
+    pub fn set_binlog_pos(&self, pos: &BinlogPos) {
+        let mut cur = self.binlog_pos.lock().unwrap_or_else(|p| p.into_inner());
+        match cur.as_mut() {
+            Some(c) => {
+                if c.file != pos.file {
+                    c.file.clone_from(&pos.file);
+                }
+                c.pos = pos.pos;
+                if pos.gtid.is_some() {
+                    c.gtid.clone_from(&pos.gtid);
+                }
+            }
+            None => *cur = Some(pos.clone()),
+        }
+    }
+
+    pub fn binlog_pos(&self) -> Option<BinlogPos> {
+        self.binlog_pos
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn add_row_events(&self, n: u64) {
+        self.row_events.fetch_add(n, Relaxed);
+    }
+
+    /// One line for the log: phase, copy progress, apply progress, rate, ETA, position.
+    pub fn status_line(&self) -> String {
+        let copied = self.copied_rows.load(Relaxed);
+        let est = self.estimated_rows.load(Relaxed).max(copied);
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let pct = if est > 0 {
+            copied as f64 * 100.0 / est as f64
+        } else {
+            100.0
+        };
+        let rate = copied as f64 / elapsed.max(0.001);
+        let eta = if self.phase() == Phase::Copying && rate > 0.0 && est > copied {
+            format!("{:.0}s", (est - copied) as f64 / rate)
+        } else {
+            "-".into()
+        };
+        let pos = self
+            .binlog_pos()
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "-".into());
+        format!(
+            "{}: copied {copied}/{est} rows ({pct:.1}%), applied {} changes, backlog {}, {rate:.0} rows/s, eta {eta}, elapsed {elapsed:.1}s, binlog {pos}",
+            self.phase(),
+            self.applied_keys.load(Relaxed),
+            self.backlog.load(Relaxed),
+        )
+    }
+}

@@ -1,0 +1,284 @@
+//! The one statement pair that writes the ghost table, shared by the copier (key ranges), the
+//! applier (changed keys) and the cut-over (the last keys, under the lock):
+//!
+//! ```sql
+//! DELETE FROM ghost WHERE <keys or range, ghost column names>
+//! INSERT INTO ghost (mapped columns) SELECT mapped sources FROM orig WHERE <same, original names>
+//!     LOCK IN SHARE MODE NOWAIT     -- FOR SHARE NOWAIT on MySQL
+//! ```
+//!
+//! Why this is correct (DESIGN.md, "Applying changes"): the server copies the row values itself,
+//! so no value passes through zdm-ost; re-reading the current row makes the pair idempotent,
+//! whatever order copy and apply run in. The read is a locking read because a transaction's
+//! binlog events can be read before its commit is visible: a consistent read could then copy
+//! the row's old version, while a locking read cannot pass the writer's row locks. `NOWAIT`
+//! makes it fail at once (1205) instead of waiting, so zdm-ost never joins a lock-wait cycle
+//! with application transactions and can never make one of them a deadlock victim.
+//!
+//! No `IGNORE` and a strict `sql_mode`: data the new schema cannot hold fails loudly.
+
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Value};
+
+use crate::key::{display_key, Key, KeyPart};
+use crate::sql::{ident_list, qualified, quote_ident};
+
+/// The tables of one migration and how rows map between them.
+#[derive(Debug, Clone)]
+pub struct Tables {
+    pub db: String,
+    pub orig: String,
+    pub ghost: String,
+    /// Key columns in the original table, in index order.
+    pub key_orig: Vec<String>,
+    /// The same key columns' names in the ghost table.
+    pub key_ghost: Vec<String>,
+    /// The original table's index over the key (for FORCE INDEX).
+    pub key_index: String,
+    /// The ghost's index over the key: a duplicate on it is copy and apply racing, not an error.
+    pub ghost_index: String,
+    /// Ghost columns written, and the original columns they come from.
+    pub targets: Vec<String>,
+    pub sources: Vec<String>,
+    /// `LOCK IN SHARE MODE NOWAIT` or `FOR SHARE NOWAIT`.
+    pub share_nowait: &'static str,
+}
+
+impl Tables {
+    pub fn orig_q(&self) -> String {
+        qualified(&self.db, &self.orig)
+    }
+
+    pub fn ghost_q(&self) -> String {
+        qualified(&self.db, &self.ghost)
+    }
+
+    fn delete_sql(&self, ghost_pred: &str) -> String {
+        format!(
+            "DELETE /* zdm-ost */ FROM {} WHERE {ghost_pred}",
+            self.ghost_q()
+        )
+    }
+
+    fn insert_sql(&self, orig_pred: &str, locking: bool) -> String {
+        format!(
+            "INSERT /* zdm-ost */ INTO {} ({}) SELECT {} FROM {} FORCE INDEX ({}) WHERE {orig_pred}{}",
+            self.ghost_q(),
+            ident_list(&self.targets),
+            ident_list(&self.sources),
+            self.orig_q(),
+            quote_ident(&self.key_index),
+            if locking { format!(" {}", self.share_nowait) } else { String::new() },
+        )
+    }
+}
+
+/// What the rows to resync are, with the predicate for each table.
+pub struct Selection {
+    pub ghost_pred: String,
+    pub ghost_params: Vec<Value>,
+    pub orig_pred: String,
+    pub orig_params: Vec<Value>,
+}
+
+/// How a resync ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One READ COMMITTED transaction, `NOWAIT` locking read (copier, applier).
+    Transaction,
+    /// Autocommit statements without a locking clause: under `LOCK TABLES`, where a
+    /// `START TRANSACTION` would silently release the table locks (cut-over).
+    UnderTableLock,
+}
+
+/// Runs the pair. Returns the rows inserted into the ghost.
+pub async fn resync(
+    conn: &mut Conn,
+    t: &Tables,
+    sel: Selection,
+    mode: Mode,
+) -> Result<u64, mysql_async::Error> {
+    let Selection {
+        ghost_pred,
+        ghost_params,
+        orig_pred,
+        orig_params,
+    } = sel;
+    match mode {
+        Mode::UnderTableLock => {
+            conn.exec_drop(t.delete_sql(&ghost_pred), ghost_params)
+                .await?;
+            conn.exec_drop(t.insert_sql(&orig_pred, false), orig_params)
+                .await?;
+            Ok(conn.affected_rows())
+        }
+        Mode::Transaction => {
+            conn.query_drop("START TRANSACTION").await?;
+            let r = async {
+                conn.exec_drop(t.delete_sql(&ghost_pred), ghost_params)
+                    .await?;
+                conn.exec_drop(t.insert_sql(&orig_pred, true), orig_params)
+                    .await?;
+                let n = conn.affected_rows();
+                conn.query_drop("COMMIT").await?;
+                Ok::<u64, mysql_async::Error>(n)
+            }
+            .await;
+            if r.is_err() {
+                let _ = conn.query_drop("ROLLBACK").await;
+            }
+            r
+        }
+    }
+}
+
+/// How a failed resync should be handled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// A row lock held by someone else (`NOWAIT`), a deadlock among zdm-ost's own sessions, or
+    /// a duplicate on the ghost's key from copy and apply racing: back off and retry.
+    Conflict,
+    /// A duplicate on another unique key. Transient when the row it collides with is itself
+    /// waiting to be re-synced; a real violation of the new key if it persists.
+    Duplicate(String),
+    /// The data cannot be written with the new schema (too long, out of range, ...).
+    Data(String),
+    /// The connection broke: reconnect and retry.
+    Connection,
+    /// Anything else: abort.
+    Fatal(String),
+}
+
+pub fn classify(e: &mysql_async::Error, ghost_key_index: &str) -> Failure {
+    match e {
+        mysql_async::Error::Server(s) => match s.code {
+            1205 | 1213 | 3572 => Failure::Conflict,
+            1062 | 1586 => {
+                let on_key = s
+                    .message
+                    .rsplit_once("for key '")
+                    .map(|(_, k)| {
+                        k.trim_end_matches('\'')
+                            .rsplit('.')
+                            .next()
+                            .unwrap_or("")
+                            .to_string()
+                    })
+                    .unwrap_or_default();
+                if on_key.eq_ignore_ascii_case(ghost_key_index) {
+                    Failure::Conflict
+                } else {
+                    Failure::Duplicate(format!("{} (error {})", s.message, s.code))
+                }
+            }
+            2006 | 2013 | 1927 => Failure::Connection,
+            1264 | 1265 | 1366 | 1406 | 1292 | 1048 | 1364 | 1411 | 1918 | 3140 | 4025 | 1690 => {
+                Failure::Data(format!("{} (error {})", s.message, s.code))
+            }
+            _ => Failure::Fatal(format!("{} (error {})", s.message, s.code)),
+        },
+        mysql_async::Error::Io(_) => Failure::Connection,
+        other => Failure::Fatal(other.to_string()),
+    }
+}
+
+/// For a data error that says "... column 'c' at row N", finds that row of the selection and
+/// shows its key and the offending value: "the row with id=42 has name='...'".
+pub async fn describe_offending_row(
+    conn: &mut Conn,
+    t: &Tables,
+    message: &str,
+    orig_pred: &str,
+    orig_params: Vec<Value>,
+) -> Option<String> {
+    let (_, rest) = message.split_once("column '")?;
+    let (column, rest) = rest.split_once('\'')?;
+    let row: u64 = rest
+        .split("at row ")
+        .nth(1)?
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
+    // the error names the ghost's column; read the original column it comes from
+    let source = t
+        .targets
+        .iter()
+        .position(|c| c.eq_ignore_ascii_case(column))
+        .map(|i| t.sources[i].clone())?;
+    let sql = format!(
+        "SELECT /* zdm-ost */ {}, {} FROM {} FORCE INDEX ({}) WHERE {orig_pred} ORDER BY {} LIMIT 1 OFFSET {}",
+        ident_list(&t.key_orig),
+        quote_ident(&source),
+        t.orig_q(),
+        quote_ident(&t.key_index),
+        ident_list(&t.key_orig),
+        row.saturating_sub(1)
+    );
+    let found: Option<mysql_async::Row> = conn.exec_first(sql, orig_params).await.ok()?;
+    let mut values = found?.unwrap();
+    let value = values.pop()?;
+    let key: Key = values.into_iter().map(KeyPart::from_query_value).collect();
+    let shown = match value {
+        Value::Bytes(b) => {
+            let s = String::from_utf8_lossy(&b);
+            if s.chars().count() > 80 {
+                format!(
+                    "'{}...' ({} characters)",
+                    s.chars().take(80).collect::<String>(),
+                    s.chars().count()
+                )
+            } else {
+                format!("'{s}'")
+            }
+        }
+        Value::NULL => "NULL".into(),
+        v => v.as_sql(false),
+    };
+    Some(format!(
+        "the row with {} has {source}={shown}",
+        display_key(&t.key_orig, &key)
+    ))
+}
+
+/// A server error as the driver reports it (for tests of [`classify`]).
+pub fn server_error(code: u16, message: &str) -> mysql_async::Error {
+    mysql_async::Error::Server(mysql_async::ServerError {
+        code,
+        message: message.into(),
+        state: "HY000".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicates_on_the_ghost_key_are_conflicts_others_are_not() {
+        let e = server_error(1062, "Duplicate entry '5' for key 'PRIMARY'");
+        assert_eq!(classify(&e, "PRIMARY"), Failure::Conflict);
+        let e = server_error(1062, "Duplicate entry '5' for key 't_zdm_gho.PRIMARY'");
+        assert_eq!(classify(&e, "PRIMARY"), Failure::Conflict);
+        let e = server_error(1062, "Duplicate entry 'a@x' for key 'email'");
+        assert_eq!(
+            classify(&e, "PRIMARY"),
+            Failure::Duplicate("Duplicate entry 'a@x' for key 'email' (error 1062)".into())
+        );
+        assert_eq!(
+            classify(&server_error(1205, "Lock wait timeout exceeded"), "PRIMARY"),
+            Failure::Conflict
+        );
+        assert!(matches!(
+            classify(
+                &server_error(1406, "Data too long for column 'n' at row 3"),
+                "PRIMARY"
+            ),
+            Failure::Data(_)
+        ));
+        assert!(matches!(
+            classify(&server_error(1146, "Table doesn't exist"), "PRIMARY"),
+            Failure::Fatal(_)
+        ));
+    }
+}
