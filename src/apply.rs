@@ -71,6 +71,9 @@ impl Applier {
     }
 
     /// Re-syncs every pending key, in transactions of [`BATCH`] keys.
+    ///
+    /// Not cancellation-safe: the keys of a batch are out of the set while it runs, so the
+    /// future must be driven to completion (it checks `cancel` itself between batches).
     pub async fn flush(
         &mut self,
         conn: &mut Conn,
@@ -254,6 +257,8 @@ pub enum FollowError {
 }
 
 impl Follower {
+    /// Not cancellation-safe (it flushes): never race it in a `select!`; it returns by itself.
+    ///
     /// Receives and applies until `token` has been read from the stream (or, with no token,
     /// until `until` passes). With `flush` false, keys are only collected (the cut-over flushes
     /// them itself under the table lock).

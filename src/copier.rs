@@ -28,7 +28,7 @@ use crate::sql::{ident_list, quote_ident, server_message};
 
 pub const MIN_CHUNK: u64 = 10;
 pub const MAX_CHUNK: u64 = 100_000;
-const DUPLICATE_RETRIES: u32 = 20;
+const DUPLICATE_RETRIES: u32 = 6;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
@@ -162,6 +162,7 @@ pub async fn copy(
         let ratio = opts.chunk_time.as_secs_f64() / took.as_secs_f64().max(0.001);
         size = ((size as f64 * ratio.clamp(0.25, 2.0)) as u64).clamp(MIN_CHUNK, MAX_CHUNK);
         progress.chunk_size.store(size, Relaxed);
+        crate::failpoint::hit("copy").await;
         prev = Some(hi);
         if last {
             return Ok(copied);

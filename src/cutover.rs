@@ -395,6 +395,7 @@ impl Cutover<'_> {
             }
             b_handle = Some(handle);
         }
+        crate::failpoint::hit("cut-over-locked").await;
 
         // 5. the last keys, in the locking session, autocommit statements only
         let keys = self.follower.applier.backlog() as u64;

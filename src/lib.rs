@@ -13,6 +13,7 @@ pub mod copier;
 pub mod cutover;
 pub mod ddl;
 pub mod error;
+pub mod failpoint;
 pub mod inspect;
 pub mod key;
 pub mod migration;

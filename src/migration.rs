@@ -320,13 +320,16 @@ impl Run<'_> {
             r
         });
         let mut next_status = Instant::now() + self.opts.status_interval;
+        // `follow` must run to completion each time: a flush dropped halfway would lose keys
+        // (so no select! against the copy task here; it is polled between rounds).
         let copied = loop {
-            let until = tokio::time::Instant::now() + Duration::from_millis(200);
-            tokio::select! {
-                r = &mut copy_task => {
-                    break r.map_err(|e| Error::Sql { what: "the copy task", reason: e.to_string() })??;
-                }
-                r = follower.follow(None, until, true, &self.cancel) => r?,
+            let until = tokio::time::Instant::now() + Duration::from_millis(100);
+            follower.follow(None, until, true, &self.cancel).await?;
+            if copy_task.is_finished() {
+                break (&mut copy_task).await.map_err(|e| Error::Sql {
+                    what: "the copy task",
+                    reason: e.to_string(),
+                })??;
             }
             if Instant::now() >= next_status {
                 tracing::info!("{}", self.progress.status_line());

@@ -18,7 +18,7 @@
 //! No `IGNORE` and a strict `sql_mode`: data the new schema cannot hold fails loudly.
 
 use mysql_async::prelude::*;
-use mysql_async::{Conn, Value};
+use mysql_async::{Conn, TxOpts, Value};
 
 use crate::key::{display_key, Key, KeyPart};
 use crate::sql::{ident_list, qualified, quote_ident};
@@ -113,21 +113,16 @@ pub async fn resync(
             Ok(conn.affected_rows())
         }
         Mode::Transaction => {
-            conn.query_drop("START TRANSACTION").await?;
-            let r = async {
-                conn.exec_drop(t.delete_sql(&ghost_pred), ghost_params)
-                    .await?;
-                conn.exec_drop(t.insert_sql(&orig_pred, true), orig_params)
-                    .await?;
-                let n = conn.affected_rows();
-                conn.query_drop("COMMIT").await?;
-                Ok::<u64, mysql_async::Error>(n)
-            }
-            .await;
-            if r.is_err() {
-                let _ = conn.query_drop("ROLLBACK").await;
-            }
-            r
+            // The guard rolls back if this future is dropped halfway: a half-done pair (ghost
+            // rows deleted, not re-inserted) can never be committed by a later statement.
+            let mut tx = conn.start_transaction(TxOpts::default()).await?;
+            tx.exec_drop(t.delete_sql(&ghost_pred), ghost_params)
+                .await?;
+            tx.exec_drop(t.insert_sql(&orig_pred, true), orig_params)
+                .await?;
+            let n = tx.affected_rows();
+            tx.commit().await?;
+            Ok(n)
         }
     }
 }

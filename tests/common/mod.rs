@@ -199,3 +199,4 @@ pub fn stop_instance(name: &str) {
         .arg(name)
         .status();
 }
+pub mod writer;

@@ -1,0 +1,41 @@
+//! Failpoints for tests: `ZDM_FAILPOINT=name` makes the process stop at that point (until it is
+//! killed); `name=MS` pauses there for MS milliseconds once. Several: comma-separated. Each hit
+//! is logged as "failpoint NAME reached", which tests wait for.
+//!
+//! Points: `copy` (after the first chunk is copied), `cut-over-locked` (under the cut-over lock,
+//! with the RENAME queued, before the last keys are applied).
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+static HIT: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+
+pub async fn hit(name: &str) {
+    let Ok(spec) = std::env::var("ZDM_FAILPOINT") else {
+        return;
+    };
+    for part in spec.split(',') {
+        let (n, ms) = match part.split_once('=') {
+            Some((n, ms)) => (n.trim(), ms.trim().parse::<u64>().ok()),
+            None => (part.trim(), None),
+        };
+        if n != name {
+            continue;
+        }
+        {
+            let mut hit = HIT.lock().unwrap_or_else(|p| p.into_inner());
+            if !hit
+                .get_or_insert_with(HashSet::new)
+                .insert(name.to_string())
+            {
+                return; // each point fires once
+            }
+        }
+        tracing::warn!("failpoint {name} reached");
+        match ms {
+            Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+            None => std::future::pending::<()>().await,
+        }
+    }
+}

@@ -1,0 +1,775 @@
+//! The migration engine end to end against the real MariaDB primary: every scenario runs with
+//! writers applying random transactions to the table and to a control copy in the same
+//! transaction; afterwards the new table, projected on the original columns, must equal the
+//! control table row for row, and the writers must have seen no error at all.
+
+mod common;
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::writer::{Gen, KeyShape, Shape, Writers};
+use common::*;
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Row};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const STD_TABLE: &str = "(id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY, a INT NOT NULL, \
+     b VARCHAR(100) NULL, c DATETIME(6) NULL, d DECIMAL(20,6) NOT NULL DEFAULT 0, KEY ka (a))";
+const FAST_COPY: [&str; 4] = ["--chunk-size", "200", "--chunk-time", "0.02"];
+
+fn std_shape(cols: Vec<(&'static str, Gen, bool)>, seeded: u64) -> Shape {
+    Shape {
+        table: "t".into(),
+        control: "ctl".into(),
+        key: KeyShape::Single("id"),
+        cols,
+        seeded,
+    }
+}
+
+fn std_cols() -> Vec<(&'static str, Gen, bool)> {
+    vec![
+        ("a", Gen::Int, false),
+        ("b", Gen::Str, true),
+        ("c", Gen::DateTime6, true),
+        ("d", Gen::Decimal, false),
+    ]
+}
+
+/// Creates `t` and `ctl` with the same definition, seeds `rows` rows into both.
+async fn std_table(db: &mut TestDb, rows: u64) {
+    db.exec(&format!("CREATE TABLE t {STD_TABLE}")).await;
+    db.exec(&format!("CREATE TABLE ctl {STD_TABLE}")).await;
+    if rows > 0 {
+        db.exec(&format!(
+            "INSERT INTO t (id, a, b, c, d) SELECT seq, seq % 1000, CONCAT('b', seq), '2024-01-01' + INTERVAL seq SECOND, seq / 7 \
+             FROM seq_1_to_{rows}"
+        ))
+        .await;
+        db.exec("INSERT INTO ctl SELECT * FROM t").await;
+    }
+}
+
+/// A zdm-ost process whose stderr is read line by line while it runs.
+struct Running {
+    child: tokio::process::Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    fn spawn(db: &str, args: &[&str], env: &[(&str, &str)]) -> Running {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_zdm-ost"));
+        cmd.args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &primary_port().to_string(),
+            "--database",
+            db,
+        ])
+        .args(args)
+        .env_remove("ZDM_FAILPOINT")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn zdm-ost");
+        let stderr = child.stderr.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        let reader = tokio::spawn(async move {
+            let mut r = BufReader::new(stderr).lines();
+            while let Ok(Some(l)) = r.next_line().await {
+                sink.lock().unwrap().push(l);
+            }
+        });
+        Running {
+            child,
+            lines,
+            reader,
+        }
+    }
+
+    async fn wait_for(&self, needle: &str, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains(needle))
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "zdm-ost never logged `{needle}`:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    async fn kill(mut self) {
+        self.child.start_kill().unwrap();
+        let _ = self.child.wait().await;
+        let _ = self.reader.await;
+    }
+
+    /// Waits for the exit; returns (exit code, stdout, stderr).
+    async fn finish(mut self) -> (Option<i32>, String, String) {
+        let mut out = String::new();
+        if let Some(mut so) = self.child.stdout.take() {
+            use tokio::io::AsyncReadExt;
+            so.read_to_string(&mut out).await.unwrap();
+        }
+        let status = self.child.wait().await.unwrap();
+        let lines = Arc::clone(&self.lines);
+        let _ = self.reader.await;
+        let err = lines.lock().unwrap().join("\n");
+        (status.code(), out, err)
+    }
+}
+
+async fn migrate(db: &str, alter: &str, extra: &[&str]) -> (Option<i32>, String, String) {
+    let mut args = vec!["--table", "t", "--alter", alter, "--execute", "--json"];
+    args.extend_from_slice(extra);
+    Running::spawn(db, &args, &[]).finish().await
+}
+
+fn summary(out: &str) -> serde_json::Value {
+    let v: serde_json::Value =
+        serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
+    assert_eq!(v["ok"], true, "{out}");
+    v["summary"].clone()
+}
+
+async fn rows(conn: &mut Conn, sql: &str) -> Vec<Vec<mysql_async::Value>> {
+    let rows: Vec<Row> = conn
+        .query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    rows.into_iter().map(|r| r.unwrap()).collect()
+}
+
+/// The new table projected by `new_sql` equals the control table projected by `ctl_sql`.
+async fn assert_same_rows(conn: &mut Conn, new_sql: &str, ctl_sql: &str) -> usize {
+    let a = rows(conn, new_sql).await;
+    let b = rows(conn, ctl_sql).await;
+    if a != b {
+        let first = a
+            .iter()
+            .zip(b.iter())
+            .position(|(x, y)| x != y)
+            .unwrap_or(a.len().min(b.len()));
+        panic!(
+            "tables differ: {} rows vs {} control rows; first difference at row {first}:\n  new: {:?}\n  ctl: {:?}",
+            a.len(),
+            b.len(),
+            a.get(first),
+            b.get(first)
+        );
+    }
+    a.len()
+}
+
+async fn assert_helpers_gone(db: &mut TestDb, keep_old: bool) {
+    let mut expected: Vec<String> = db
+        .tables()
+        .await
+        .into_iter()
+        .filter(|t| !t.starts_with("t_zdm"))
+        .collect();
+    if keep_old {
+        expected.push("t_zdm_old".into());
+        expected.sort();
+    }
+    assert_eq!(db.tables().await, expected, "helper tables left behind");
+}
+
+/// The common scenario: seed, start writers, migrate, keep writing a moment, stop, compare.
+async fn under_load(
+    test: &str,
+    alter: &str,
+    shape_cols: Vec<(&'static str, Gen, bool)>,
+    new_cols: &str,
+    ctl_cols: &str,
+) -> TestDb {
+    let mut db = TestDb::new(test).await;
+    std_table(&mut db, 4000).await;
+    let shape = std_shape(shape_cols, 4000);
+    let writers = Writers::start(
+        primary_port(),
+        &db.name,
+        &shape,
+        2,
+        Duration::from_millis(1),
+        false,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (code, out, err) = migrate(&db.name, alter, &FAST_COPY).await;
+    assert_eq!(code, Some(0), "migration failed:\n{err}");
+    let s = summary(&out);
+    assert_eq!(s["copied_rows"].as_u64().map(|n| n > 0), Some(true), "{s}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let report = writers.stop().await;
+    assert!(
+        report.errors.is_empty(),
+        "application transactions failed: {:?}",
+        report.errors
+    );
+    assert!(
+        report.transactions > 50,
+        "the writers barely ran: {}",
+        report.transactions
+    );
+    let n = assert_same_rows(
+        &mut db.conn,
+        &format!("SELECT {new_cols} FROM t ORDER BY id"),
+        &format!("SELECT {ctl_cols} FROM ctl ORDER BY id"),
+    )
+    .await;
+    assert!(n > 1000);
+    assert_helpers_gone(&mut db, true).await;
+    db
+}
+
+#[tokio::test]
+async fn add_column_with_default_under_load_loses_nothing() {
+    let mut db = under_load(
+        "m_add_col",
+        "ADD COLUMN note VARCHAR(20) NOT NULL DEFAULT 'fresh'",
+        std_cols(),
+        "id, a, b, c, d",
+        "id, a, b, c, d",
+    )
+    .await;
+    let other: Option<u64> = db
+        .conn
+        .query_first("SELECT COUNT(*) FROM t WHERE note <> 'fresh'")
+        .await
+        .unwrap();
+    assert_eq!(other, Some(0));
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn drop_column_under_load_loses_nothing() {
+    let cols = vec![
+        ("a", Gen::Int, false),
+        ("b", Gen::Str, true),
+        ("d", Gen::Decimal, false),
+    ];
+    let db = under_load(
+        "m_drop_col",
+        "DROP COLUMN c",
+        cols,
+        "id, a, b, d",
+        "id, a, b, d",
+    )
+    .await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn modify_to_wider_type_under_load_loses_nothing() {
+    let db = under_load(
+        "m_modify",
+        "MODIFY a BIGINT NOT NULL, MODIFY b VARCHAR(300) NULL",
+        std_cols(),
+        "id, a, b, c, d",
+        "id, a, b, c, d",
+    )
+    .await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn renamed_column_keeps_its_values_under_load() {
+    let cols = vec![
+        ("a", Gen::Int, false),
+        ("c", Gen::DateTime6, true),
+        ("d", Gen::Decimal, false),
+    ];
+    let db = under_load(
+        "m_rename",
+        "CHANGE b b_renamed VARCHAR(120) NULL",
+        cols,
+        "id, a, b_renamed, c, d",
+        "id, a, b, c, d",
+    )
+    .await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn add_and_drop_index_under_load_loses_nothing() {
+    let mut db = under_load(
+        "m_index",
+        "ADD INDEX kb (b), DROP INDEX ka",
+        std_cols(),
+        "id, a, b, c, d",
+        "id, a, b, c, d",
+    )
+    .await;
+    let mut idx: Vec<String> = db
+        .conn
+        .query("SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 't' ORDER BY 1")
+        .await
+        .unwrap();
+    idx.sort();
+    assert_eq!(idx, vec!["PRIMARY".to_string(), "kb".to_string()]);
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn composite_primary_key_under_load_loses_nothing() {
+    let mut db = TestDb::new("m_composite").await;
+    let def = "(k1 INT UNSIGNED NOT NULL, k2 VARCHAR(20) NOT NULL, v INT NOT NULL, w VARCHAR(50) NULL, PRIMARY KEY (k1, k2))";
+    db.exec(&format!("CREATE TABLE t {def}")).await;
+    db.exec(&format!("CREATE TABLE ctl {def}")).await;
+    db.exec("INSERT INTO t SELECT seq DIV 10, CONCAT('k', seq MOD 10), seq, CONCAT('w', seq) FROM seq_1_to_4000").await;
+    db.exec("INSERT INTO ctl SELECT * FROM t").await;
+    let shape = Shape {
+        table: "t".into(),
+        control: "ctl".into(),
+        key: KeyShape::Composite("k1", "k2"),
+        cols: vec![("v", Gen::Int, false), ("w", Gen::Emoji, true)],
+        seeded: 4000,
+    };
+    let writers = Writers::start(
+        primary_port(),
+        &db.name,
+        &shape,
+        2,
+        Duration::from_millis(1),
+        false,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (code, out, err) = migrate(&db.name, "ADD COLUMN z INT NULL", &FAST_COPY).await;
+    assert_eq!(code, Some(0), "{err}");
+    summary(&out);
+    let report = writers.stop().await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_same_rows(
+        &mut db.conn,
+        "SELECT k1, k2, v, w FROM t ORDER BY k1, k2",
+        "SELECT k1, k2, v, w FROM ctl ORDER BY k1, k2",
+    )
+    .await;
+    assert_helpers_gone(&mut db, true).await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn empty_and_one_row_tables_migrate_under_load() {
+    for seeded in [0u64, 1] {
+        let mut db = TestDb::new(&format!("m_small_{seeded}")).await;
+        std_table(&mut db, seeded).await;
+        let shape = std_shape(std_cols(), seeded);
+        let writers = Writers::start(
+            primary_port(),
+            &db.name,
+            &shape,
+            1,
+            Duration::from_millis(2),
+            false,
+        )
+        .await;
+        let (code, out, err) = migrate(&db.name, "ADD COLUMN note TEXT NULL", &[]).await;
+        assert_eq!(code, Some(0), "{err}");
+        summary(&out);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let report = writers.stop().await;
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert_same_rows(
+            &mut db.conn,
+            "SELECT id, a, b, c, d FROM t ORDER BY id",
+            "SELECT id, a, b, c, d FROM ctl ORDER BY id",
+        )
+        .await;
+        assert_helpers_gone(&mut db, true).await;
+        db.drop_db().await;
+    }
+}
+
+#[tokio::test]
+async fn every_common_type_survives_copy_and_apply() {
+    let mut db = TestDb::new("m_types").await;
+    let def = "(id BIGINT UNSIGNED NOT NULL PRIMARY KEY, u BIGINT UNSIGNED NULL, dec1 DECIMAL(20,6) NULL, dt DATETIME(6) NULL, \
+               ts TIMESTAMP(6) NULL DEFAULT NULL, d DATE NULL, tm TIME(3) NULL, j JSON NULL, bl BLOB NULL, \
+               e ENUM('a','b','c') NULL, s SET('x','y','z') NULL, bt BIT(10) NULL, txt VARCHAR(50) NULL) DEFAULT CHARSET=utf8mb4";
+    db.exec(&format!("CREATE TABLE t {def}")).await;
+    db.exec(&format!("CREATE TABLE ctl {def}")).await;
+    db.exec(
+        "INSERT INTO t SELECT seq, IF(seq % 3 = 0, 18446744073709551615, seq), seq / 3, '2024-02-29 23:59:59.999999' - INTERVAL seq MINUTE, \
+         IF(seq % 5 = 0, NULL, '2030-01-01 00:00:00.5' - INTERVAL seq HOUR), '2000-01-01' + INTERVAL seq DAY, \
+         SEC_TO_TIME(CAST(seq AS SIGNED) * 37 - 40000), JSON_OBJECT('n', seq, 'emoji', '😀'), UNHEX(LPAD(HEX(seq), 8, '0')), \
+         ELT(1 + seq % 3, 'a', 'b', 'c'), IF(seq % 2 = 0, 'x,z', ''), seq % 1024, CONCAT('ü😀', seq) FROM seq_1_to_3000",
+    )
+    .await;
+    db.exec("INSERT INTO t (id) VALUES (3001)").await; // a row of NULLs
+    db.exec("INSERT INTO ctl SELECT * FROM t").await;
+    let cols = vec![
+        ("u", Gen::BigUnsigned, true),
+        ("dec1", Gen::Decimal, true),
+        ("dt", Gen::DateTime6, true),
+        ("ts", Gen::Timestamp6, true),
+        ("d", Gen::Date, true),
+        ("tm", Gen::Time3, true),
+        ("j", Gen::Json, true),
+        ("bl", Gen::Blob, true),
+        ("e", Gen::Enum, true),
+        ("s", Gen::Set, true),
+        ("bt", Gen::Bit10, true),
+        ("txt", Gen::Emoji, true),
+    ];
+    let shape = Shape {
+        table: "t".into(),
+        control: "ctl".into(),
+        key: KeyShape::Single("id"),
+        cols,
+        seeded: 3001,
+    };
+    let writers = Writers::start(
+        primary_port(),
+        &db.name,
+        &shape,
+        2,
+        Duration::from_millis(1),
+        false,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (code, out, err) = migrate(&db.name, "ADD COLUMN extra INT NULL", &FAST_COPY).await;
+    assert_eq!(code, Some(0), "{err}");
+    summary(&out);
+    let report = writers.stop().await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let cols = "id, u, dec1, dt, ts, d, tm, j, bl, e, s, bt, txt";
+    assert_same_rows(
+        &mut db.conn,
+        &format!("SELECT {cols} FROM t ORDER BY id"),
+        &format!("SELECT {cols} FROM ctl ORDER BY id"),
+    )
+    .await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn cutover_under_long_transaction_times_out_and_retries() {
+    let mut db = TestDb::new("m_long_trx").await;
+    std_table(&mut db, 2000).await;
+    let shape = std_shape(std_cols(), 2000);
+    let writers = Writers::start(
+        primary_port(),
+        &db.name,
+        &shape,
+        1,
+        Duration::from_millis(2),
+        false,
+    )
+    .await;
+    // a transaction that has touched the table and stays open
+    let mut holder = connect(primary_port()).await;
+    holder
+        .query_drop(format!("USE `{}`", db.name))
+        .await
+        .unwrap();
+    holder.query_drop("START TRANSACTION").await.unwrap();
+    let _: Vec<Row> = holder.query("SELECT * FROM t WHERE id = 1").await.unwrap();
+    let run = Running::spawn(
+        &db.name,
+        &[
+            "--table",
+            "t",
+            "--alter",
+            "ADD COLUMN note TEXT NULL",
+            "--execute",
+            "--json",
+        ],
+        &[],
+    );
+    run.wait_for("holds a lock on", Duration::from_secs(60))
+        .await;
+    // hold it past the look-before-locking bound (2 s) and one lock attempt (1 s)
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    holder.query_drop("COMMIT").await.unwrap();
+    let (code, out, err) = run.finish().await;
+    assert_eq!(code, Some(0), "{err}");
+    let s = summary(&out);
+    assert!(s["cut_over"]["attempts"].as_u64().unwrap() >= 2, "{s}");
+    assert!(
+        err.contains("the table lock was not granted within 1 s"),
+        "{err}"
+    );
+    let report = writers.stop().await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_same_rows(
+        &mut db.conn,
+        "SELECT id, a, b, c, d FROM t ORDER BY id",
+        "SELECT id, a, b, c, d FROM ctl ORDER BY id",
+    )
+    .await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn alter_the_data_cannot_satisfy_fails_naming_key_value_and_leaves_original_intact() {
+    let mut db = TestDb::new("m_bad_data").await;
+    db.exec("CREATE TABLE t (id INT NOT NULL PRIMARY KEY, email VARCHAR(64) NOT NULL, name VARCHAR(64) NOT NULL)").await;
+    // clean for the planner's 2000-row sample; duplicates and long names only further on
+    db.exec(
+        "INSERT INTO t SELECT seq, CONCAT('u', seq, '@x'), CONCAT('n', seq) FROM seq_1_to_5000",
+    )
+    .await;
+    db.exec("UPDATE t SET email = 'dup@x' WHERE id IN (4001, 4002)")
+        .await;
+    db.exec("UPDATE t SET name = 'a-name-that-is-far-too-long' WHERE id = 4500")
+        .await;
+    let before = db.snapshot().await;
+    let n = db.name.clone();
+    let (code, _, err) = migrate(&n, "ADD UNIQUE KEY uq_email (email)", &[]).await;
+    assert_eq!(code, Some(1), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("zdm-ost: error: "))
+        .unwrap();
+    assert!(
+        line.starts_with("zdm-ost: error: copying rows after id=")
+            && line.ends_with(": the new schema rejects the data: Duplicate entry 'dup@x' for key 'uq_email' (error 1062). Nothing was renamed; the original table is untouched"),
+        "{line}"
+    );
+    let (code, _, err) = migrate(&n, "MODIFY name VARCHAR(10) NOT NULL", &[]).await;
+    assert_eq!(code, Some(1), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("zdm-ost: error: "))
+        .unwrap();
+    assert!(
+        line.contains(": the new schema rejects the data: Data too long for column 'name' at row ")
+            && line.ends_with("(error 1406): the row with id=4500 has name='a-name-that-is-far-too-long'. Nothing was renamed; the original table is untouched"),
+        "{line}"
+    );
+    assert_eq!(db.snapshot().await, before, "the original table changed");
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn deleted_top_ids_are_not_reused_after_the_migration() {
+    let mut db = TestDb::new("m_autoinc").await;
+    db.exec("CREATE TABLE t (id INT NOT NULL AUTO_INCREMENT PRIMARY KEY, v INT NOT NULL)")
+        .await;
+    for _ in 0..100 {
+        db.exec("INSERT INTO t (v) VALUES (1)").await;
+    }
+    db.exec("DELETE FROM t WHERE id > 90").await;
+    let (code, _, err) = migrate(&db.name, "ADD COLUMN note TEXT NULL", &[]).await;
+    assert_eq!(code, Some(0), "{err}");
+    db.exec("INSERT INTO t (v) VALUES (2)").await;
+    let id: Option<u64> = db
+        .conn
+        .query_first("SELECT id FROM t WHERE v = 2")
+        .await
+        .unwrap();
+    assert_eq!(id, Some(101));
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn big_transaction_just_before_cutover_is_applied_before_the_lock() {
+    let mut db = TestDb::new("m_big_trx").await;
+    std_table(&mut db, 20_000).await;
+    let db_name = db.name.clone();
+    // The copy is paused after its first chunk; a 100k-row transaction commits meanwhile.
+    let run = Running::spawn(
+        &db_name,
+        &[
+            "--table",
+            "t",
+            "--alter",
+            "ADD COLUMN note TEXT NULL",
+            "--execute",
+            "--json",
+        ],
+        &[("ZDM_FAILPOINT", "copy=2000")],
+    );
+    run.wait_for("failpoint copy reached", Duration::from_secs(60))
+        .await;
+    let mut big = connect(primary_port()).await;
+    big.query_drop(format!("USE `{db_name}`")).await.unwrap();
+    big.query_drop("START TRANSACTION").await.unwrap();
+    big.query_drop("INSERT INTO t (id, a, b, c, d) SELECT 100000 + seq, seq, 'big', NULL, 1 FROM seq_1_to_100000").await.unwrap();
+    big.query_drop("INSERT INTO ctl SELECT * FROM t WHERE id > 100000")
+        .await
+        .unwrap();
+    big.query_drop("COMMIT").await.unwrap();
+    let (code, out, err) = run.finish().await;
+    assert_eq!(code, Some(0), "{err}");
+    let s = summary(&out);
+    // the catch-up gate applied the 100k keys before locking: only a few remain for the lock
+    assert!(
+        s["cut_over"]["keys_under_lock"].as_u64().unwrap() < 1000,
+        "{s}"
+    );
+    assert!(s["applied_changes"].as_u64().unwrap() >= 100_000, "{s}");
+    assert_same_rows(
+        &mut db.conn,
+        "SELECT id, a, b, c, d FROM t ORDER BY id",
+        "SELECT id, a, b, c, d FROM ctl ORDER BY id",
+    )
+    .await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn sigkill_in_each_phase_leaves_the_original_intact_and_a_rerun_succeeds() {
+    let mut db = TestDb::new("m_sigkill").await;
+    std_table(&mut db, 3000).await;
+    let before = snapshot_table(&mut db.conn, "t").await;
+    let alter = "ADD COLUMN note TEXT NULL";
+    let args = [
+        "--table",
+        "t",
+        "--alter",
+        alter,
+        "--execute",
+        "--initially-drop-ghost-table",
+    ];
+    for (point, wait_for) in [
+        ("", "phase: planned -> expanded"),
+        ("copy", "failpoint copy reached"),
+        ("cut-over-locked", "failpoint cut-over-locked reached"),
+    ] {
+        let env: Vec<(&str, &str)> = if point.is_empty() {
+            vec![]
+        } else {
+            vec![("ZDM_FAILPOINT", point)]
+        };
+        let run = Running::spawn(&db.name, &args, &env);
+        run.wait_for(wait_for, Duration::from_secs(60)).await;
+        run.kill().await;
+        // a killed locking session releases its locks; the queued RENAME then fails on the sentry
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            snapshot_table(&mut db.conn, "t").await,
+            before,
+            "original changed after a kill at {wait_for}"
+        );
+        let cols: Vec<String> = db.conn.query("SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 't' ORDER BY ORDINAL_POSITION").await.unwrap();
+        assert_eq!(
+            cols,
+            ["id", "a", "b", "c", "d"],
+            "after a kill at {wait_for}"
+        );
+    }
+    // leftovers make a plain run refuse; the rerun clears them and succeeds
+    let (code, _, err) = migrate(&db.name, alter, &[]).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("already exists: it is left over from an earlier zdm-ost run"),
+        "{err}"
+    );
+    let (code, _, err) = migrate(&db.name, alter, &["--initially-drop-ghost-table"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert_same_rows(
+        &mut db.conn,
+        "SELECT id, a, b, c, d FROM t ORDER BY id",
+        "SELECT id, a, b, c, d FROM ctl ORDER BY id",
+    )
+    .await;
+    assert_helpers_gone(&mut db, true).await;
+    db.drop_db().await;
+}
+
+async fn snapshot_table(conn: &mut Conn, t: &str) -> Vec<Vec<mysql_async::Value>> {
+    rows(conn, &format!("SELECT * FROM `{t}` ORDER BY 1")).await
+}
+
+#[tokio::test]
+async fn ddl_on_the_table_mid_migration_aborts_cleanly() {
+    let mut db = TestDb::new("m_ddl").await;
+    std_table(&mut db, 3000).await;
+    let run = Running::spawn(
+        &db.name,
+        &[
+            "--table",
+            "t",
+            "--alter",
+            "ADD COLUMN note TEXT NULL",
+            "--execute",
+        ],
+        &[("ZDM_FAILPOINT", "copy=3000")],
+    );
+    run.wait_for("failpoint copy reached", Duration::from_secs(60))
+        .await;
+    db.exec("ALTER TABLE t ADD COLUMN sneaky INT NULL").await;
+    let (code, _, err) = run.finish().await;
+    assert_eq!(code, Some(1), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("zdm-ost: error: "))
+        .unwrap();
+    assert!(
+        line.starts_with("zdm-ost: error: binlog stream at mariadb-bin."),
+        "{line}"
+    );
+    assert!(
+        line.ends_with(&format!(
+            "`{}`.`t` was changed by another statement while migrating (ALTER TABLE t ADD COLUMN sneaky INT NULL). The ghost table no longer matches it; run the migration again once that change is done",
+            db.name
+        )),
+        "{line}"
+    );
+    assert_helpers_gone(&mut db, false).await;
+    let cols: Vec<String> = db.conn.query("SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 't' ORDER BY ORDINAL_POSITION").await.unwrap();
+    assert_eq!(cols, ["id", "a", "b", "c", "d", "sneaky"]);
+    db.drop_db().await;
+}
+
+/// DESIGN.md "Cut-over": with helper names that sort before the table, writes queued during
+/// the cut-over could land in the old table. Writes queue here on every cut-over; all of them
+/// must reach the new table.
+#[tokio::test]
+async fn writes_queued_during_cutover_all_reach_the_new_table() {
+    let mut db = TestDb::new("m_race").await;
+    std_table(&mut db, 500).await;
+    let shape = std_shape(std_cols(), 500);
+    let writers = Writers::start(primary_port(), &db.name, &shape, 4, Duration::ZERO, true).await;
+    for (i, alter) in [
+        "ADD COLUMN x1 INT NULL",
+        "ADD COLUMN x2 INT NULL",
+        "ADD COLUMN x3 INT NULL",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (code, out, err) = migrate(&db.name, alter, &["--ok-to-drop-table"]).await;
+        assert_eq!(code, Some(0), "migration {i}: {err}");
+        summary(&out);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let report = writers.stop().await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let n = assert_same_rows(
+        &mut db.conn,
+        "SELECT id, a, b, c, d FROM t ORDER BY id",
+        "SELECT id, a, b, c, d FROM ctl ORDER BY id",
+    )
+    .await;
+    assert!(n > 500);
+    assert_helpers_gone(&mut db, false).await;
+    db.drop_db().await;
+}
