@@ -181,7 +181,7 @@ impl WriterState {
                         insert(conn, t, shape, n, &vals).await?;
                     }
                 }
-                40..=64 | 65..=79 => {
+                40..=79 => {
                     let n = if roll < 65 {
                         self.existing()
                     } else {
