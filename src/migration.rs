@@ -146,7 +146,13 @@ pub async fn execute(
             );
         }
     }
-    result
+    result.map_err(|e| {
+        if e.is_cancelled() {
+            Error::Cancelled
+        } else {
+            e
+        }
+    })
 }
 
 struct Run<'a> {

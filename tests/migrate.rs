@@ -773,3 +773,103 @@ async fn writes_queued_during_cutover_all_reach_the_new_table() {
     assert_helpers_gone(&mut db, false).await;
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn sigterm_mid_copy_stops_cleanly_and_drops_the_helpers() {
+    let mut db = TestDb::new("m_sigterm").await;
+    std_table(&mut db, 3000).await;
+    let before = snapshot_table(&mut db.conn, "t").await;
+    let run = Running::spawn(
+        &db.name,
+        &[
+            "--table",
+            "t",
+            "--alter",
+            "ADD COLUMN note TEXT NULL",
+            "--execute",
+        ],
+        &[("ZDM_FAILPOINT", "copy=3000")],
+    );
+    run.wait_for("failpoint copy reached", Duration::from_secs(60))
+        .await;
+    let pid = run.child.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (code, _, err) = run.finish().await;
+    assert_eq!(code, Some(130), "{err}");
+    assert!(
+        err.contains(
+            "zdm-ost: error: interrupted: stopped cleanly; the original table is untouched"
+        ),
+        "{err}"
+    );
+    assert_eq!(snapshot_table(&mut db.conn, "t").await, before);
+    assert_helpers_gone(&mut db, false).await;
+    db.drop_db().await;
+}
+
+/// The binlog connection dropping mid-migration: the stream reconnects from the start of the
+/// transaction it was reading, and nothing is lost.
+async fn dump_threads(conn: &mut Conn) -> Vec<u64> {
+    conn.query("SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND IN ('Binlog Dump', 'Binlog Dump GTID') ORDER BY ID")
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn killed_binlog_connection_resumes_without_losing_changes() {
+    let mut db = TestDb::new("m_reconnect").await;
+    std_table(&mut db, 3000).await;
+    let before = dump_threads(&mut db.conn).await;
+    let shape = std_shape(std_cols(), 3000);
+    let writers = Writers::start(
+        primary_port(),
+        &db.name,
+        &shape,
+        2,
+        Duration::from_millis(1),
+        false,
+    )
+    .await;
+    let run = Running::spawn(
+        &db.name,
+        &[
+            "--table",
+            "t",
+            "--alter",
+            "ADD COLUMN note TEXT NULL",
+            "--execute",
+            "--json",
+        ],
+        &[("ZDM_FAILPOINT", "copy=3000")],
+    );
+    run.wait_for("failpoint copy reached", Duration::from_secs(60))
+        .await;
+    let ours: Vec<u64> = dump_threads(&mut db.conn)
+        .await
+        .into_iter()
+        .filter(|id| !before.contains(id))
+        .collect();
+    assert_eq!(
+        ours.len(),
+        1,
+        "expected zdm-ost's one binlog connection, found {ours:?}"
+    );
+    db.exec(&format!("KILL {}", ours[0])).await;
+    let (code, out, err) = run.finish().await;
+    assert_eq!(code, Some(0), "{err}");
+    summary(&out);
+    assert!(err.contains("reconnecting from mariadb-bin."), "{err}");
+    let report = writers.stop().await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_same_rows(
+        &mut db.conn,
+        "SELECT id, a, b, c, d FROM t ORDER BY id",
+        "SELECT id, a, b, c, d FROM ctl ORDER BY id",
+    )
+    .await;
+    db.drop_db().await;
+}
