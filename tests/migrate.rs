@@ -873,3 +873,30 @@ async fn killed_binlog_connection_resumes_without_losing_changes() {
     .await;
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn binlog_reader_server_id_never_clashes_with_a_replica() {
+    let mut db = TestDb::new("m_server_id").await;
+    std_table(&mut db, 10).await;
+    // 2 is the test replica's server id (scripts/mysql-env.sh), 1 the primary's own
+    for id in ["1", "2"] {
+        let (code, _, err) = migrate(
+            &db.name,
+            "ADD COLUMN note TEXT NULL",
+            &["--replica-server-id", id],
+        )
+        .await;
+        assert_eq!(code, Some(1), "{err}");
+        let line = err
+            .lines()
+            .find(|l| l.starts_with("zdm-ost: error: "))
+            .unwrap();
+        assert!(
+            line.starts_with(&format!("zdm-ost: error: --replica-server-id {id} is already used by this server or one of its replicas (ids in use: "))
+                && line.ends_with("); choose another"),
+            "{line}"
+        );
+    }
+    assert_helpers_gone(&mut db, false).await;
+    db.drop_db().await;
+}
