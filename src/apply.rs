@@ -244,6 +244,11 @@ pub struct Follower {
     pub endpoint: crate::conn::Endpoint,
     /// How often pending keys are flushed while following.
     pub flush_every: Duration,
+    /// The latest transaction boundary the stream reported.
+    pub last_pos: Option<crate::binlog::BinlogPos>,
+    /// A position the stream can restart from without losing a change: every change before it
+    /// has been flushed into the ghost.
+    pub safe_pos: Option<crate::binlog::BinlogPos>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -284,6 +289,12 @@ impl Follower {
                             return Ok(());
                         }
                     }
+                    Some(crate::binlog::StreamMsg::Position(p)) => {
+                        if self.applier.backlog() == 0 {
+                            self.safe_pos = Some(p.clone());
+                        }
+                        self.last_pos = Some(p);
+                    }
                 },
                 _ = tokio::time::sleep_until(wake) => {
                     if tokio::time::Instant::now() >= until {
@@ -310,6 +321,17 @@ impl Follower {
 
     /// Flushes every pending key, reconnecting once if the connection broke.
     pub async fn flush(&mut self, cancel: &CancellationToken) -> Result<u64, ApplyError> {
+        // Everything received before the latest position is in the set now: once the set is
+        // flushed, that position is safe to restart from.
+        let candidate = self.last_pos.clone();
+        let r = self.flush_inner(cancel).await;
+        if r.is_ok() && self.applier.backlog() == 0 && candidate.is_some() {
+            self.safe_pos = candidate;
+        }
+        r
+    }
+
+    async fn flush_inner(&mut self, cancel: &CancellationToken) -> Result<u64, ApplyError> {
         match self.applier.flush(&mut self.conn, cancel).await {
             Err(ApplyError::Connection(reason)) => {
                 tracing::warn!("applier connection lost ({reason}); reconnecting");

@@ -185,7 +185,13 @@ pub enum StreamMsg {
     Keys(Vec<Key>),
     /// A sentinel written to the changelog, with the position of its rows event.
     Sentinel(String, BinlogPos),
+    /// Every change before this position has been sent: a transaction boundary, sent at most
+    /// every [`POSITION_EVERY`] (and when idle).
+    Position(BinlogPos),
 }
+
+/// How often the stream reports its transaction-boundary position.
+pub const POSITION_EVERY: Duration = Duration::from_millis(100);
 
 /// What to follow.
 #[derive(Debug, Clone)]
@@ -383,6 +389,7 @@ async fn run_once(
             .await
             .map_err(|e| read_err(&st.resume, &e))?;
     }
+    let conn_id = conn.id();
     let start = st.resume.clone();
     let request = BinlogStreamRequest::new(spec.server_id)
         .with_filename(start.file.as_bytes())
@@ -391,13 +398,14 @@ async fn run_once(
         .get_binlog_stream(request)
         .await
         .map_err(|e| read_err(&start, &e))?;
-    tracing::debug!(
-        "binlog stream connected at {start} as server id {}",
+    tracing::info!(
+        "binlog reader connected at {start} (server id {}, connection {conn_id})",
         spec.server_id
     );
     st.current = start.clone();
     st.trx_start = None;
     let mut fde_seen = false;
+    let mut last_position_sent = std::time::Instant::now();
     loop {
         let next = tokio::select! {
             n = tokio::time::timeout(READ_TIMEOUT, stream.next()) => n,
@@ -567,6 +575,16 @@ async fn run_once(
             }
         }
         progress.set_binlog_pos(&st.current);
+        if st.trx_start.is_none() && last_position_sent.elapsed() >= POSITION_EVERY {
+            last_position_sent = std::time::Instant::now();
+            if tx
+                .send(StreamMsg::Position(st.resume.clone()))
+                .await
+                .is_err()
+            {
+                return Ok(());
+            }
+        }
         if tx.is_closed() {
             return Ok(());
         }

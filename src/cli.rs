@@ -66,6 +66,12 @@ pub struct Args {
     /// Drop leftovers of an earlier run (ghost, changelog, and a cut-over sentry) before starting.
     #[arg(long)]
     pub initially_drop_ghost_table: bool,
+    /// Continue a migration that was killed, from its checkpoint (same --alter).
+    #[arg(long)]
+    pub resume: bool,
+    /// Do not compare the ghost with the original before the swap (not recommended).
+    #[arg(long)]
+    pub skip_checksum: bool,
     /// Seconds between status lines while migrating.
     #[arg(long, default_value = "5", value_name = "SECONDS", value_parser = parse_seconds)]
     pub status_interval: Duration,
@@ -124,6 +130,8 @@ impl From<&Args> for ExecOptions {
             ok_to_drop_table: a.ok_to_drop_table,
             initially_drop_ghost_table: a.initially_drop_ghost_table,
             status_interval: a.status_interval,
+            resume: a.resume,
+            skip_checksum: a.skip_checksum,
         }
     }
 }

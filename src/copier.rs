@@ -58,6 +58,8 @@ impl From<crate::apply::ApplyError> for CopyError {
 pub struct CopyOptions {
     pub chunk_size: u64,
     pub chunk_time: Duration,
+    /// Resume after this key (every chunk up to it was copied by an earlier run).
+    pub start_after: Option<Key>,
 }
 
 /// Copies every row up to the largest key present now. Returns rows copied.
@@ -102,7 +104,7 @@ pub async fn copy(
         .map(KeyPart::from_query_value)
         .collect();
     let mut size = opts.chunk_size.clamp(MIN_CHUNK, MAX_CHUNK);
-    let mut prev: Option<Key> = None;
+    let mut prev: Option<Key> = opts.start_after.clone();
     let mut copied = 0u64;
     loop {
         if cancel.is_cancelled() {
@@ -148,12 +150,15 @@ pub async fn copy(
             endpoint,
             t,
             prev.as_ref(),
-            &hi,
+            Some(&hi),
             &range,
             &progress,
             &cancel,
         )
         .await?;
+        progress.set_watermark(&hi);
+        // (a test's pause here counts as chunk time, like a slow server would)
+        crate::failpoint::hit("copy").await;
         let took = started.elapsed();
         copied += rows;
         progress.copied_rows.fetch_add(rows, Relaxed);
@@ -162,7 +167,6 @@ pub async fn copy(
         let ratio = opts.chunk_time.as_secs_f64() / took.as_secs_f64().max(0.001);
         size = ((size as f64 * ratio.clamp(0.25, 2.0)) as u64).clamp(MIN_CHUNK, MAX_CHUNK);
         progress.chunk_size.store(size, Relaxed);
-        crate::failpoint::hit("copy").await;
         prev = Some(hi);
         if last {
             return Ok(copied);
@@ -171,12 +175,12 @@ pub async fn copy(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn copy_chunk(
+pub(crate) async fn copy_chunk(
     conn: &mut Conn,
     endpoint: &crate::conn::Endpoint,
     t: &Tables,
     lo: Option<&Key>,
-    hi: &Key,
+    hi: Option<&Key>,
     range: &str,
     progress: &Progress,
     cancel: &CancellationToken,
@@ -184,8 +188,8 @@ async fn copy_chunk(
     let mut conflicts = 0u32;
     let mut duplicates = 0u32;
     loop {
-        let (ghost_pred, ghost_params) = range_predicate(&t.key_ghost, lo, Some(hi));
-        let (orig_pred, orig_params) = range_predicate(&t.key_orig, lo, Some(hi));
+        let (ghost_pred, ghost_params) = range_predicate(&t.key_ghost, lo, hi);
+        let (orig_pred, orig_params) = range_predicate(&t.key_orig, lo, hi);
         let sel = Selection {
             ghost_pred,
             ghost_params,

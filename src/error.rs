@@ -28,6 +28,12 @@ pub enum Error {
     Sql { what: &'static str, reason: String },
     #[error("{0}")]
     ServerId(String),
+    #[error("{0}")]
+    Verify(#[from] crate::verify::VerifyError),
+    #[error("--resume: {0}")]
+    Resume(String),
+    #[error("another zdm-ost run is migrating {table} (connection {holder} holds its lock); wait for it to finish, or stop it first")]
+    AlreadyRunning { table: String, holder: String },
     #[error("interrupted: stopped cleanly; the original table is untouched")]
     Cancelled,
 }
@@ -52,6 +58,20 @@ impl Error {
         }
     }
 
+    /// A lost connection: keep the ghost and checkpoint, so `--resume` can continue.
+    pub fn keeps_checkpoint(&self) -> bool {
+        use crate::apply::{ApplyError, FollowError};
+        matches!(
+            self,
+            Error::Conn(crate::conn::ConnError::Unreachable { .. })
+                | Error::Binlog(crate::binlog::BinlogError::Read {
+                    transient: true,
+                    ..
+                })
+                | Error::Follow(FollowError::Apply(ApplyError::Connection(_)))
+        )
+    }
+
     /// Did the run stop because it was told to (Ctrl-C, SIGTERM)?
     pub fn is_cancelled(&self) -> bool {
         use crate::apply::{ApplyError, FollowError};
@@ -61,6 +81,12 @@ impl Error {
                 | Error::Copy(crate::copier::CopyError::Cancelled)
                 | Error::Follow(FollowError::Apply(ApplyError::Cancelled))
                 | Error::Cutover(crate::cutover::CutoverError::Cancelled)
+                | Error::Verify(crate::verify::VerifyError::Follow(FollowError::Apply(
+                    ApplyError::Cancelled
+                )))
+                | Error::Verify(crate::verify::VerifyError::Copy(
+                    crate::copier::CopyError::Cancelled
+                ))
         ) || matches!(
             self,
             Error::Cutover(crate::cutover::CutoverError::Follow(FollowError::Apply(

@@ -1,9 +1,11 @@
 //! Failpoints for tests: `ZDM_FAILPOINT=name` makes the process stop at that point (until it is
-//! killed); `name=MS` pauses there for MS milliseconds once. Several: comma-separated. Each hit
-//! is logged as "failpoint NAME reached", which tests wait for.
+//! killed); `name=MS` pauses there for MS milliseconds once; `name~MS` pauses MS milliseconds
+//! every time. Several: comma-separated. A stop or one-time pause is logged as "failpoint NAME
+//! reached", which tests wait for.
 //!
-//! Points: `copy` (after the first chunk is copied), `cut-over-locked` (under the cut-over lock,
-//! with the RENAME queued, before the last keys are applied).
+//! Points: `copy` (after each copied chunk), `cut-over-start` (before the cut-over's catch-up),
+//! `cut-over-locked` (under the cut-over lock, RENAME queued, before the last keys are applied),
+//! `checksum` (before the checksum starts).
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -16,6 +18,13 @@ pub async fn hit(name: &str) {
         return;
     };
     for part in spec.split(',') {
+        if let Some((n, ms)) = part.split_once('~') {
+            if n.trim() == name {
+                let ms = ms.trim().parse::<u64>().unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            continue;
+        }
         let (n, ms) = match part.split_once('=') {
             Some((n, ms)) => (n.trim(), ms.trim().parse::<u64>().ok()),
             None => (part.trim(), None),

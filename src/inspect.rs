@@ -87,6 +87,8 @@ fn q(what: &'static str) -> impl FnOnce(mysql_async::Error) -> PreflightError {
 pub struct ColumnInfo {
     pub name: String,
     pub column_type: String,
+    /// `CHARACTER_SET_NAME`, for text columns.
+    pub charset: Option<String>,
     pub nullable: bool,
     pub generated: bool,
 }
@@ -146,9 +148,9 @@ impl TableInfo {
                 table: table.into(),
             });
         }
-        let columns: Vec<(String, String, String, String)> = conn
+        let columns: Vec<(String, String, String, String, Option<String>)> = conn
             .exec(
-                "SELECT /* zdm-ost */ COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, EXTRA FROM information_schema.COLUMNS \
+                "SELECT /* zdm-ost */ COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, EXTRA, CHARACTER_SET_NAME FROM information_schema.COLUMNS \
                  WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
                 (db, table),
             )
@@ -156,11 +158,12 @@ impl TableInfo {
             .map_err(q("the table's columns"))?;
         let columns = columns
             .into_iter()
-            .map(|(name, column_type, nullable, extra)| {
+            .map(|(name, column_type, nullable, extra, charset)| {
                 let extra = extra.to_ascii_uppercase();
                 ColumnInfo {
                     name,
                     column_type,
+                    charset,
                     nullable: nullable == "YES",
                     generated: extra.contains("VIRTUAL")
                         || extra.contains("STORED")
@@ -264,6 +267,7 @@ pub async fn preflight(
     replicas: &[(String, u16)],
     db: &str,
     names: &TableNames,
+    resuming: bool,
 ) -> Result<Preflight, PreflightError> {
     let addr = primary.to_string();
     let server = ServerInfo::read(conn)
@@ -306,7 +310,7 @@ pub async fn preflight(
         });
     }
     check_foreign_keys_and_triggers(conn, db, &names.original).await?;
-    check_leftovers(conn, db, names).await?;
+    check_leftovers(conn, db, names, resuming).await?;
     let mut warnings = Vec::new();
     check_privileges(conn, db, &mut warnings).await?;
 
@@ -460,8 +464,20 @@ async fn check_leftovers(
     conn: &mut Conn,
     db: &str,
     names: &TableNames,
+    resuming: bool,
 ) -> Result<(), PreflightError> {
-    let helpers = [&names.ghost, &names.old, &names.changelog, &names.probe];
+    // the checkpoint first: it says more than the ghost does
+    let helpers: Vec<&String> = if resuming {
+        vec![&names.old, &names.probe]
+    } else {
+        vec![
+            &names.checkpoint,
+            &names.ghost,
+            &names.old,
+            &names.changelog,
+            &names.probe,
+        ]
+    };
     for name in helpers {
         let found: Option<String> = conn
             .exec_first(
@@ -474,7 +490,12 @@ async fn check_leftovers(
             continue;
         }
         let full = qualified(db, name);
-        let hint = if name == &names.old {
+        let hint = if name == &names.checkpoint {
+            format!(
+                "it is the checkpoint of an interrupted migration of {}. Continue that migration with --resume (same --alter), or start over with --initially-drop-ghost-table",
+                qualified(db, &names.original)
+            )
+        } else if name == &names.old {
             format!(
                 "it is the old table kept by an earlier migration of {}. Once you no longer need it, DROP TABLE {full} (or rename it) and run again",
                 qualified(db, &names.original)

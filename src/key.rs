@@ -28,8 +28,10 @@ pub struct KeyColumn {
     pub unsigned: bool,
 }
 
-/// One value of a key, hashable.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// One value of a key, hashable (and serialisable, for the checkpoint's watermark).
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum KeyPart {
     Int(i64),
     UInt(u64),

@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod binlog;
 pub mod changelog;
+pub mod checkpoint;
 pub mod cli;
 pub mod conn;
 pub mod copier;
@@ -21,6 +22,7 @@ pub mod plan;
 pub mod progress;
 pub mod resync;
 pub mod sql;
+pub mod verify;
 
 use tokio_util::sync::CancellationToken;
 
@@ -32,7 +34,7 @@ pub async fn dry_run(cfg: &cli::Config, cancel: &CancellationToken) -> Result<pl
     let spec = ddl::parse_alter(&cfg.alter, &cfg.table)?;
     let mut conn = cfg.primary.connect().await?;
     let pre = tokio::select! {
-        r = inspect::preflight(&mut conn, &cfg.primary, &cfg.replicas, &cfg.database, &names) => r?,
+        r = inspect::preflight(&mut conn, &cfg.primary, &cfg.replicas, &cfg.database, &names, false) => r?,
         _ = cancel.cancelled() => return Err(Error::Cancelled),
     };
     let probe = plan::probe(

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::apply::{set_read_committed, Applier, FollowError, Follower};
 use crate::binlog::{BinlogPos, StreamSpec, StreamTask};
 use crate::changelog;
+use crate::checkpoint::{self, Checkpoint};
 use crate::cli::Config;
 use crate::copier::{self, CopyOptions};
 use crate::cutover::{Cutover, CutoverOptions, CutoverState, CutoverStats, SENTRY_COMMENT};
@@ -33,6 +34,7 @@ use crate::plan::{self, Plan};
 use crate::progress::{Phase, Progress};
 use crate::resync::Tables;
 use crate::sql::{qualified, server_message};
+use crate::verify::{Verify, VerifyStats};
 
 /// Options of `--execute`.
 #[derive(Debug, Clone)]
@@ -45,6 +47,8 @@ pub struct ExecOptions {
     pub ok_to_drop_table: bool,
     pub initially_drop_ghost_table: bool,
     pub status_interval: Duration,
+    pub resume: bool,
+    pub skip_checksum: bool,
 }
 
 /// What a finished migration reports.
@@ -56,6 +60,8 @@ pub struct Summary {
     pub copied_rows: u64,
     pub applied_changes: u64,
     pub copy_ms: u64,
+    /// `None` with --skip-checksum.
+    pub checksum: Option<VerifyStats>,
     pub cut_over: CutoverStats,
     pub total_ms: u64,
     /// The old table, if kept.
@@ -65,13 +71,22 @@ pub struct Summary {
 impl Summary {
     pub fn render(&self) -> String {
         format!(
-            "zdm-ost: migrated {} in {:.1} s: {} rows copied in {:.1} s, {} changes applied; \
+            "zdm-ost: migrated {} in {:.1} s: {} rows copied in {:.1} s, {} changes applied; {}; \
              cut-over after {} attempt(s): catch-up {} ms, lock held {} ms ({} keys applied under it); {}\n",
             qualified(&self.database, &self.table),
             self.total_ms as f64 / 1000.0,
             self.copied_rows,
             self.copy_ms as f64 / 1000.0,
             self.applied_changes,
+            match &self.checksum {
+                Some(c) => format!(
+                    "checksum equal over {} chunks in {:.1} s ({} chunk(s) repaired)",
+                    c.chunks,
+                    c.ms as f64 / 1000.0,
+                    c.repaired_chunks
+                ),
+                None => "checksum SKIPPED (--skip-checksum)".into(),
+            },
             self.cut_over.attempts,
             self.cut_over.catch_up_ms,
             self.cut_over.lock_held_ms,
@@ -93,13 +108,20 @@ pub async fn execute(
 ) -> Result<Summary, Error> {
     let names = TableNames::new(&cfg.table)?;
     let spec = parse_alter(&cfg.alter, &cfg.table)?;
+    let db = &cfg.database;
     let mut conn = cfg.primary.connect().await?;
+    acquire_run_lock(&mut conn, db, &names.original).await?;
     if opts.initially_drop_ghost_table {
-        drop_helpers(&mut conn, &cfg.database, &names, true).await?;
+        drop_helpers(&mut conn, db, &names, true).await?;
     }
+    let resume = if opts.resume {
+        Some(check_resumable(&mut conn, db, &names, &spec.body).await?)
+    } else {
+        None
+    };
     let progress = Arc::new(Progress::default());
     let pre = tokio::select! {
-        r = preflight(&mut conn, &cfg.primary, &cfg.replicas, &cfg.database, &names) => r?,
+        r = preflight(&mut conn, &cfg.primary, &cfg.replicas, db, &names, resume.is_some()) => r?,
         _ = cancel.cancelled() => return Err(Error::Cancelled),
     };
     let probe = plan::probe(
@@ -123,9 +145,15 @@ pub async fn execute(
         names: &names,
         progress: Arc::clone(&progress),
         cancel: cancel.child_token(),
+        resume,
     };
     let result = run.run(&mut conn).await;
-    if let Err(e) = &result {
+    if let Some(e) = result.as_ref().err().filter(|e| e.keeps_checkpoint()) {
+        progress.set_phase(Phase::Failed);
+        tracing::error!(
+            "migration interrupted: {e}. The ghost table and checkpoint are kept: run the same command with --resume to continue"
+        );
+    } else if let Err(e) = &result {
         progress.set_phase(Phase::Failed);
         tracing::error!("migration failed: {e}; cleaning up");
         run.cancel.cancel();
@@ -162,6 +190,8 @@ struct Run<'a> {
     names: &'a TableNames,
     progress: Arc<Progress>,
     cancel: CancellationToken,
+    /// The checkpoint of the interrupted run being resumed.
+    resume: Option<Checkpoint>,
 }
 
 impl Run<'_> {
@@ -171,7 +201,7 @@ impl Run<'_> {
         let n = self.names;
         let server_id = choose_server_id(conn, self.opts.replica_server_id).await?;
 
-        // Expand: the ghost with the ALTER applied, and the changelog.
+        // Expand: the ghost with the ALTER applied, the changelog, the checkpoint.
         let ghost_q = qualified(db, &n.ghost);
         let q = |what: &'static str| {
             move |e: mysql_async::Error| Error::Sql {
@@ -179,30 +209,49 @@ impl Run<'_> {
                 reason: server_message(&e),
             }
         };
-        conn.query_drop(format!(
-            "CREATE /* zdm-ost */ TABLE {ghost_q} LIKE {}",
-            qualified(db, &n.original)
-        ))
-        .await
-        .map_err(q("creating the ghost table"))?;
-        conn.query_drop(format!(
-            "ALTER /* zdm-ost */ TABLE {ghost_q} {}",
-            self.plan.alter
-        ))
-        .await
-        .map_err(q("altering the ghost table"))?;
-        changelog::create(conn, db, &n.changelog)
+        if self.resume.is_none() {
+            conn.query_drop(format!(
+                "CREATE /* zdm-ost */ TABLE {ghost_q} LIKE {}",
+                qualified(db, &n.original)
+            ))
             .await
-            .map_err(q("creating the changelog table"))?;
+            .map_err(q("creating the ghost table"))?;
+            conn.query_drop(format!(
+                "ALTER /* zdm-ost */ TABLE {ghost_q} {}",
+                self.plan.alter
+            ))
+            .await
+            .map_err(q("altering the ghost table"))?;
+            changelog::create(conn, db, &n.changelog)
+                .await
+                .map_err(q("creating the changelog table"))?;
+            checkpoint::create(conn, db, &n.checkpoint)
+                .await
+                .map_err(q("creating the checkpoint table"))?;
+        }
         self.progress.set_phase(Phase::Expanded);
-
         let tables = Arc::new(self.tables());
         let key = key_columns(&self.plan.original, &self.plan.chunk_key.columns);
 
-        // Stream: position first, proven live with a sentinel, before any row is copied.
-        let start = BinlogPos::current(conn)
-            .await
-            .map_err(q("reading the binlog position"))?;
+        // Stream: position first, proven live with a sentinel, before any row is copied. A
+        // resumed run reads again from the checkpoint's safe position.
+        let start = match &self.resume {
+            Some(c) => {
+                tracing::info!(
+                    "resuming: {} rows were copied up to {}; reading the binlog again from {}",
+                    c.copied_rows,
+                    c.watermark
+                        .as_ref()
+                        .map(|k| crate::key::display_key(&self.plan.chunk_key.columns, k))
+                        .unwrap_or_else(|| "the start".into()),
+                    c.pos
+                );
+                c.pos.clone()
+            }
+            None => BinlogPos::current(conn)
+                .await
+                .map_err(q("reading the binlog position"))?,
+        };
         tracing::info!("binlog stream starts at {start} (server id {server_id})");
         self.progress.set_binlog_pos(&start);
         let stream_spec = StreamSpec {
@@ -215,24 +264,41 @@ impl Run<'_> {
             key,
             columns: self.plan.original.columns.len(),
         };
-        let (mut stream, rx) =
-            StreamTask::start(stream_spec, start, Arc::clone(&self.progress), &self.cancel);
-        let result = self.with_stream(conn, &tables, &mut stream, rx).await;
+        let ghost_hash = checkpoint::ghost_hash(conn, db, &n.ghost)
+            .await
+            .map_err(q("reading the ghost's definition"))?;
+        let (mut stream, rx) = StreamTask::start(
+            stream_spec,
+            start.clone(),
+            Arc::clone(&self.progress),
+            &self.cancel,
+        );
+        let result = self
+            .with_stream(conn, &tables, &mut stream, rx, start, ghost_hash)
+            .await;
         let stream_end = stream.stop().await;
-        let (copied, copy_ms, cut_over) = match (result, stream_end) {
+        let (copied, copy_ms, checksum, cut_over) = match (result, stream_end) {
             (Ok(r), _) => r,
+            // a purged position surfaces as the stream's error: say what to do
+            (Err(_), Err(crate::binlog::BinlogError::Purged { pos, .. })) if self.resume.is_some() => {
+                return Err(Error::Resume(format!(
+                    "the binlog at the checkpoint's position {pos} is no longer on the server (purged), so the changes made since cannot be read. Start over with --initially-drop-ghost-table"
+                )))
+            }
             // a stream failure is the root cause of the follower's "stream stopped"
             (Err(Error::Follow(FollowError::StreamEnded)), Err(e)) => return Err(e.into()),
             (Err(e), _) => return Err(e),
         };
 
         // Clean up.
-        conn.query_drop(format!(
-            "DROP /* zdm-ost */ TABLE IF EXISTS {}",
-            qualified(db, &n.changelog)
-        ))
-        .await
-        .map_err(q("dropping the changelog table"))?;
+        for t in [&n.changelog, &n.checkpoint] {
+            conn.query_drop(format!(
+                "DROP /* zdm-ost */ TABLE IF EXISTS {}",
+                qualified(db, t)
+            ))
+            .await
+            .map_err(q("dropping the changelog and checkpoint tables"))?;
+        }
         let old_table = if self.opts.ok_to_drop_table {
             conn.query_drop(format!(
                 "DROP /* zdm-ost */ TABLE IF EXISTS {}",
@@ -252,6 +318,7 @@ impl Run<'_> {
             copied_rows: copied,
             applied_changes: self.progress.applied_keys.load(Relaxed),
             copy_ms,
+            checksum,
             cut_over,
             total_ms: started.elapsed().as_millis() as u64,
             old_table,
@@ -264,7 +331,9 @@ impl Run<'_> {
         tables: &Arc<Tables>,
         stream: &mut StreamTask,
         rx: tokio::sync::mpsc::Receiver<crate::binlog::StreamMsg>,
-    ) -> Result<(u64, u64, CutoverStats), Error> {
+        start: BinlogPos,
+        ghost_hash: String,
+    ) -> Result<(u64, u64, Option<VerifyStats>, CutoverStats), Error> {
         let ep = &self.cfg.primary;
         let db = &self.cfg.database;
         let mut apply_conn = ep.connect().await?;
@@ -280,6 +349,27 @@ impl Run<'_> {
             conn: apply_conn,
             endpoint: ep.clone(),
             flush_every: Duration::from_millis(50),
+            last_pos: Some(start.clone()),
+            safe_pos: Some(start),
+        };
+        let watermark = self.resume.as_ref().and_then(|c| c.watermark.clone());
+        if let Some(w) = &watermark {
+            self.progress.set_watermark(w);
+        }
+        let resumed_rows = self.resume.as_ref().map(|c| c.copied_rows).unwrap_or(0);
+        self.progress.copied_rows.store(resumed_rows, Relaxed);
+        let ckp = |phase: Phase, follower: &Follower| Checkpoint {
+            alter: self.plan.alter.clone(),
+            ghost_hash: ghost_hash.clone(),
+            watermark: self.progress.watermark(),
+            pos: follower
+                .safe_pos
+                .clone()
+                .unwrap_or_else(|| BinlogPos::new("", 4)),
+            phase: phase.to_string(),
+            copied_rows: self.progress.copied_rows.load(Relaxed),
+            tool_version: checkpoint::VERSION.into(),
+            updated_at: String::new(),
         };
         let token = changelog::write_sentinel(conn, db, &self.names.changelog)
             .await
@@ -296,6 +386,8 @@ impl Run<'_> {
             )
             .await?;
         tracing::info!("binlog stream is live; copying rows");
+        self.save_checkpoint(conn, &ckp(Phase::Copying, &follower))
+            .await;
 
         // Copy, while applying changes.
         self.progress.set_phase(Phase::Copying);
@@ -307,6 +399,7 @@ impl Run<'_> {
         let copy_opts = CopyOptions {
             chunk_size: self.opts.chunk_size,
             chunk_time: self.opts.chunk_time,
+            start_after: watermark,
         };
         let copy_tables = Arc::clone(tables);
         let copy_progress = Arc::clone(&self.progress);
@@ -326,6 +419,7 @@ impl Run<'_> {
             r
         });
         let mut next_status = Instant::now() + self.opts.status_interval;
+        let mut next_checkpoint = Instant::now() + checkpoint::EVERY;
         // `follow` must run to completion each time: a flush dropped halfway would lose keys
         // (so no select! against the copy task here; it is polled between rounds).
         let copied = loop {
@@ -341,6 +435,11 @@ impl Run<'_> {
                 tracing::info!("{}", self.progress.status_line());
                 next_status = Instant::now() + self.opts.status_interval;
             }
+            if Instant::now() >= next_checkpoint {
+                self.save_checkpoint(conn, &ckp(Phase::Copying, &follower))
+                    .await;
+                next_checkpoint = Instant::now() + checkpoint::EVERY;
+            }
         };
         let copy_ms = copy_started.elapsed().as_millis() as u64;
         tracing::info!(
@@ -348,8 +447,44 @@ impl Run<'_> {
             self.progress.status_line()
         );
 
+        let copied = copied + resumed_rows;
+        self.save_checkpoint(conn, &ckp(Phase::Verifying, &follower))
+            .await;
+
+        // Verify.
+        let checksum = if self.opts.skip_checksum {
+            tracing::warn!("--skip-checksum: the ghost table is NOT compared with the original before the swap");
+            None
+        } else {
+            self.progress.set_phase(Phase::Verifying);
+            crate::failpoint::hit("checksum").await;
+            let stats = Verify {
+                endpoint: ep,
+                tables: Arc::clone(tables),
+                ghost: &self.plan.ghost,
+                changelog: self.names.changelog.clone(),
+                control: conn,
+                follower: &mut follower,
+                lock_timeout: self.opts.cut_over_lock_timeout,
+                progress: Arc::clone(&self.progress),
+                cancel: &self.cancel,
+            }
+            .run()
+            .await?;
+            tracing::info!(
+                "checksum: original and ghost equal over {} chunks ({} repaired) in {} ms",
+                stats.chunks,
+                stats.repaired_chunks,
+                stats.ms
+            );
+            Some(stats)
+        };
+
         // Cut over.
         self.progress.set_phase(Phase::CuttingOver);
+        self.save_checkpoint(conn, &ckp(Phase::CuttingOver, &follower))
+            .await;
+        crate::failpoint::hit("cut-over-start").await;
         let expected_columns = self
             .plan
             .ghost
@@ -377,7 +512,15 @@ impl Run<'_> {
         .run()
         .await?;
         let _ = follower.conn.disconnect().await;
-        Ok((copied, copy_ms, stats))
+        Ok((copied, copy_ms, checksum, stats))
+    }
+
+    /// Writes the checkpoint; a failure is logged, not fatal (the next write may succeed).
+    async fn save_checkpoint(&self, conn: &mut Conn, c: &Checkpoint) {
+        if let Err(e) = checkpoint::write(conn, &self.cfg.database, &self.names.checkpoint, c).await
+        {
+            tracing::warn!("could not write the checkpoint: {}", server_message(&e));
+        }
     }
 
     fn tables(&self) -> Tables {
@@ -424,6 +567,134 @@ fn key_columns(t: &TableInfo, names: &[String]) -> Vec<KeyColumn> {
         .collect()
 }
 
+/// One run per table: a named lock on the main connection, held until it closes.
+async fn acquire_run_lock(conn: &mut Conn, db: &str, table: &str) -> Result<(), Error> {
+    let name = checkpoint::lock_name(db, table);
+    let got: Option<Option<i64>> = conn
+        .exec_first("SELECT /* zdm-ost */ GET_LOCK(?, 0)", (&name,))
+        .await
+        .map_err(|e| Error::Sql {
+            what: "taking the run lock",
+            reason: server_message(&e),
+        })?;
+    if got.flatten() == Some(1) {
+        return Ok(());
+    }
+    let holder: Option<Option<u64>> = conn
+        .exec_first("SELECT /* zdm-ost */ IS_USED_LOCK(?)", (&name,))
+        .await
+        .unwrap_or(None);
+    Err(Error::AlreadyRunning {
+        table: qualified(db, table),
+        holder: holder
+            .flatten()
+            .map(|h| h.to_string())
+            .unwrap_or_else(|| "?".into()),
+    })
+}
+
+/// The checkpoint of an interrupted run, checked against this run: same ALTER, same ghost,
+/// binlog still there. Leftover probe and sentry tables are dropped.
+async fn check_resumable(
+    conn: &mut Conn,
+    db: &str,
+    names: &TableNames,
+    alter: &str,
+) -> Result<Checkpoint, Error> {
+    let q = |what: &'static str| {
+        move |e: mysql_async::Error| Error::Sql {
+            what,
+            reason: server_message(&e),
+        }
+    };
+    let c = checkpoint::read(conn, db, &names.checkpoint)
+        .await
+        .map_err(q("reading the checkpoint"))?
+        .ok_or_else(|| {
+            Error::Resume(format!(
+                "nothing to resume: there is no checkpoint {} of an interrupted migration. Run without --resume",
+                qualified(db, &names.checkpoint)
+            ))
+        })?;
+    if c.alter != alter {
+        return Err(Error::Resume(format!(
+            "the interrupted migration was started with --alter \"{}\". Resume it with that --alter, or start over with --initially-drop-ghost-table",
+            c.alter
+        )));
+    }
+    let hash = match checkpoint::ghost_hash(conn, db, &names.ghost).await {
+        Ok(h) => h,
+        Err(_) => {
+            // no ghost: either the swap already happened (killed during clean-up), or it is lost
+            let old: Option<String> = conn
+                .exec_first(
+                    "SELECT /* zdm-ost */ TABLE_COMMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                    (db, names.old.as_str()),
+                )
+                .await
+                .map_err(q("looking for the old table"))?;
+            return Err(Error::Resume(match old {
+                Some(comment) if comment != SENTRY_COMMENT && c.phase == Phase::CuttingOver.to_string() => format!(
+                    "the interrupted migration had already swapped the tables: {} has the new schema and {} is the old table. Nothing is left to do but DROP TABLE {}, {}",
+                    qualified(db, &names.original),
+                    qualified(db, &names.old),
+                    qualified(db, &names.changelog),
+                    qualified(db, &names.checkpoint)
+                ),
+                _ => format!(
+                    "the ghost table {} of the interrupted migration is gone. Start over with --initially-drop-ghost-table",
+                    qualified(db, &names.ghost)
+                ),
+            }));
+        }
+    };
+    if hash != c.ghost_hash {
+        return Err(Error::Resume(format!(
+            "the ghost table {} was changed since the checkpoint. Start over with --initially-drop-ghost-table",
+            qualified(db, &names.ghost)
+        )));
+    }
+    if !checkpoint::binlog_present(conn, &c.pos.file)
+        .await
+        .map_err(q("listing the binlogs"))?
+    {
+        return Err(Error::Resume(format!(
+            "the binlog at the checkpoint's position {} is no longer on the server (purged), so the changes made since cannot be read. Start over with --initially-drop-ghost-table",
+            c.pos
+        )));
+    }
+    for t in [&names.probe] {
+        conn.query_drop(format!(
+            "DROP /* zdm-ost */ TABLE IF EXISTS {}",
+            qualified(db, t)
+        ))
+        .await
+        .map_err(q("dropping a leftover table"))?;
+    }
+    let comment: Option<String> = conn
+        .exec_first(
+            "SELECT /* zdm-ost */ TABLE_COMMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            (db, names.old.as_str()),
+        )
+        .await
+        .map_err(q("looking for a leftover sentry"))?;
+    if comment.as_deref() == Some(SENTRY_COMMENT) {
+        conn.query_drop(format!(
+            "DROP /* zdm-ost */ TABLE IF EXISTS {}",
+            qualified(db, &names.old)
+        ))
+        .await
+        .map_err(q("dropping a leftover sentry"))?;
+    }
+    tracing::info!(
+        "resuming the migration interrupted at {} (phase {}, checkpoint of {})",
+        c.pos,
+        c.phase,
+        c.updated_at
+    );
+    Ok(c)
+}
+
 /// A server id for the binlog reader that no replica of this primary uses.
 async fn choose_server_id(conn: &mut Conn, wanted: Option<u32>) -> Result<u32, Error> {
     let own: u32 = conn
@@ -467,7 +738,12 @@ pub async fn drop_helpers(
             reason: server_message(&e),
         }
     };
-    for t in [&names.ghost, &names.changelog, &names.probe] {
+    for t in [
+        &names.ghost,
+        &names.changelog,
+        &names.checkpoint,
+        &names.probe,
+    ] {
         let exists: Option<String> = conn
             .exec_first(
                 "SELECT /* zdm-ost */ TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use crate::binlog::BinlogPos;
+use crate::key::Key;
 
 /// The migration's states, in order. `Failed` can follow any of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -15,6 +16,7 @@ pub enum Phase {
     Planned,
     Expanded,
     Copying,
+    Verifying,
     CuttingOver,
     Done,
     Failed,
@@ -27,6 +29,7 @@ impl fmt::Display for Phase {
             Phase::Planned => "planned",
             Phase::Expanded => "expanded",
             Phase::Copying => "copying",
+            Phase::Verifying => "verifying",
             Phase::CuttingOver => "cutting-over",
             Phase::Done => "done",
             Phase::Failed => "failed",
@@ -50,6 +53,8 @@ pub struct Progress {
     pub conflicts: AtomicU64,
     phase: Mutex<Phase>,
     binlog_pos: Mutex<Option<BinlogPos>>,
+    /// Every chunk up to and including this key is copied.
+    watermark: Mutex<Option<Key>>,
 }
 
 impl Default for Progress {
@@ -66,6 +71,7 @@ impl Default for Progress {
             conflicts: AtomicU64::new(0),
             phase: Mutex::new(Phase::Inspecting),
             binlog_pos: Mutex::new(None),
+            watermark: Mutex::new(None),
         }
     }
 }
@@ -102,6 +108,17 @@ impl Progress {
 
     pub fn binlog_pos(&self) -> Option<BinlogPos> {
         self.binlog_pos
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_watermark(&self, k: &Key) {
+        *self.watermark.lock().unwrap_or_else(|p| p.into_inner()) = Some(k.clone());
+    }
+
+    pub fn watermark(&self) -> Option<Key> {
+        self.watermark
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()

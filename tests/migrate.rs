@@ -679,7 +679,8 @@ async fn sigkill_in_each_phase_leaves_the_original_intact_and_a_rerun_succeeds()
     let (code, _, err) = migrate(&db.name, alter, &[]).await;
     assert_eq!(code, Some(1), "{err}");
     assert!(
-        err.contains("already exists: it is left over from an earlier zdm-ost run"),
+        err.contains("already exists: it is the checkpoint of an interrupted migration of ")
+            && err.contains("Continue that migration with --resume (same --alter), or start over with --initially-drop-ghost-table"),
         "{err}"
     );
     let (code, _, err) = migrate(&db.name, alter, &["--initially-drop-ghost-table"]).await;
@@ -848,17 +849,24 @@ async fn killed_binlog_connection_resumes_without_losing_changes() {
     );
     run.wait_for("failpoint copy reached", Duration::from_secs(60))
         .await;
-    let ours: Vec<u64> = dump_threads(&mut db.conn)
-        .await
-        .into_iter()
-        .filter(|id| !before.contains(id))
-        .collect();
-    assert_eq!(
-        ours.len(),
-        1,
-        "expected zdm-ost's one binlog connection, found {ours:?}"
-    );
-    db.exec(&format!("KILL {}", ours[0])).await;
+    let ours: u64 = run
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .find_map(|l| {
+            l.split("binlog reader connected at ")
+                .nth(1)?
+                .split("connection ")
+                .nth(1)?
+                .trim_end_matches(')')
+                .parse()
+                .ok()
+        })
+        .expect("zdm-ost logs its binlog reader's connection id");
+    assert!(dump_threads(&mut db.conn).await.contains(&ours));
+    assert!(!before.contains(&ours));
+    db.exec(&format!("KILL {ours}")).await;
     let (code, out, err) = run.finish().await;
     assert_eq!(code, Some(0), "{err}");
     summary(&out);

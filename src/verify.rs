@@ -1,0 +1,440 @@
+//! The checksum before cut-over: proves the ghost equals the original, or repairs it, or stops
+//! the migration before any rename.
+//!
+//! Consistent point: a session takes `LOCK TABLES <t> READ, <t>_zdm_gho WRITE` (writers stall
+//! for milliseconds), a sentinel proves the stream has read every change made before, the last
+//! keys are applied in that session, and a second session opens `START TRANSACTION WITH
+//! CONSISTENT SNAPSHOT`; then the lock is released. In that snapshot both tables are in the
+//! same state they had under the lock, where the ghost was complete.
+//!
+//! Per chunk of the key (ranges cover the whole key space, open at both ends, so stray rows are
+//! found too): `COUNT(*)` and `BIT_XOR(CRC32(...))` over the mapped columns. Each new column is
+//! compared with the old column **cast to the new column's type**, so a changed type compares
+//! what the new column holds with what the old value converts to; a lossy conversion shows as a
+//! difference. NULLs are made distinct from empty strings (and from each other's positions) by
+//! a flag string of `ISNULL()`s.
+//!
+//! A differing chunk is re-copied (the copier's resync of that range), then all differing
+//! chunks are checked again at a new consistent point; a difference that survives
+//! [`MAX_ROUNDS`] repairs aborts the migration, naming the range.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::apply::{FollowError, Follower};
+use crate::changelog::write_sentinel;
+use crate::conn::Endpoint;
+use crate::inspect::TableInfo;
+use crate::key::{compare_predicate, display_key, range_predicate, Cmp, Key, KeyPart};
+use crate::progress::Progress;
+use crate::resync::Tables;
+use crate::sql::{ident_list, quote_ident, server_code, server_message};
+
+/// Rows per checksum chunk.
+pub const CHUNK: u64 = 5000;
+/// Repair-and-recheck rounds before a difference counts as persistent.
+pub const MAX_ROUNDS: u32 = 3;
+/// Attempts at the consistent point's lock.
+const LOCK_ATTEMPTS: u32 = 10;
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct VerifyStats {
+    pub chunks: u64,
+    pub repaired_chunks: u64,
+    pub rounds: u32,
+    pub ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("checksum: the ghost table still differs from {table} after {rounds} repairs, in rows {ranges}. The ALTER changes these values (a lossy conversion?), or something else writes to the ghost. Nothing was renamed; the original table is untouched")]
+    Persistent {
+        table: String,
+        rounds: u32,
+        ranges: String,
+    },
+    #[error("checksum: {what}: {reason}")]
+    Sql { what: &'static str, reason: String },
+    #[error("checksum: {0}")]
+    Follow(#[from] FollowError),
+    #[error("checksum: {0}")]
+    Copy(#[from] crate::copier::CopyError),
+    #[error("checksum: the consistent-point lock was not granted in {0} attempts")]
+    Lock(u32),
+}
+
+fn sql(what: &'static str) -> impl Fn(mysql_async::Error) -> VerifyError {
+    move |e| VerifyError::Sql {
+        what,
+        reason: server_message(&e),
+    }
+}
+
+/// A key range `(lo, hi]`, either end open.
+pub type Range = (Option<Key>, Option<Key>);
+
+/// The checksum expressions for the original and the ghost.
+pub fn checksum_exprs(t: &Tables, ghost: &TableInfo) -> (String, String) {
+    let mut orig = Vec::new();
+    let mut gho = Vec::new();
+    for (target, source) in t.targets.iter().zip(t.sources.iter()) {
+        let col = ghost.column(target);
+        let ty = col.map(|c| c.column_type.clone()).unwrap_or_default();
+        let cs = col.and_then(|c| c.charset.clone());
+        orig.push(cast(&quote_ident(source), &ty, cs.as_deref()));
+        gho.push(cast(&quote_ident(target), &ty, cs.as_deref()));
+    }
+    let build = |exprs: &[String]| {
+        let flags = exprs
+            .iter()
+            .map(|e| format!("ISNULL({e})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "COUNT(*), COALESCE(BIT_XOR(CRC32(CONCAT_WS('#', {}, CONCAT({flags})))), 0)",
+            exprs.join(", ")
+        )
+    };
+    (build(&orig), build(&gho))
+}
+
+/// `expr` cast to (the comparable form of) a column type.
+fn cast(expr: &str, column_type: &str, charset: Option<&str>) -> String {
+    let t = column_type.to_ascii_lowercase();
+    let base = t.split(['(', ' ']).next().unwrap_or("");
+    let args = t
+        .split_once('(')
+        .and_then(|(_, r)| r.split_once(')'))
+        .map(|(a, _)| a.to_string());
+    match base {
+        "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" | "year" | "bit" => {
+            if t.contains("unsigned") || base == "bit" || base == "year" {
+                format!("CAST({expr} AS UNSIGNED)")
+            } else {
+                format!("CAST({expr} AS SIGNED)")
+            }
+        }
+        "decimal" | "numeric" | "dec" | "fixed" => format!(
+            "CAST({expr} AS DECIMAL({}))",
+            args.unwrap_or_else(|| "10,0".into())
+        ),
+        "float" | "double" | "real" => format!("CAST({expr} AS DOUBLE)"),
+        "date" => format!("CAST({expr} AS DATE)"),
+        "datetime" | "timestamp" => format!(
+            "CAST({expr} AS DATETIME({}))",
+            args.unwrap_or_else(|| "0".into())
+        ),
+        "time" => format!(
+            "CAST({expr} AS TIME({}))",
+            args.unwrap_or_else(|| "0".into())
+        ),
+        "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" | "enum" | "set"
+        | "json" => match charset {
+            Some(cs) => format!("CONVERT({expr} USING {cs})"),
+            None => format!("CAST({expr} AS CHAR)"),
+        },
+        _ => format!("CAST({expr} AS BINARY)"),
+    }
+}
+
+pub struct Verify<'a> {
+    pub endpoint: &'a Endpoint,
+    pub tables: Arc<Tables>,
+    pub ghost: &'a TableInfo,
+    pub changelog: String,
+    pub control: &'a mut Conn,
+    pub follower: &'a mut Follower,
+    pub lock_timeout: Duration,
+    pub progress: Arc<Progress>,
+    pub cancel: &'a CancellationToken,
+}
+
+impl Verify<'_> {
+    pub async fn run(mut self) -> Result<VerifyStats, VerifyError> {
+        let started = Instant::now();
+        let mut stats = VerifyStats::default();
+        let exprs = Arc::new(checksum_exprs(&self.tables, self.ghost));
+        let mut ranges: Option<Vec<Range>> = None;
+        for round in 0..=MAX_ROUNDS {
+            stats.rounds = round + 1;
+            let snapshot = self.consistent_point().await?;
+            let t = Arc::clone(&self.tables);
+            let e = Arc::clone(&exprs);
+            let todo = ranges.clone();
+            let mut task = tokio::spawn(async move { check(snapshot, &t, &e, todo).await });
+            // keep applying while the checksum reads its snapshot
+            let (chunks, differing) = loop {
+                let until = tokio::time::Instant::now() + Duration::from_millis(100);
+                self.follower.follow(None, until, true, self.cancel).await?;
+                if task.is_finished() {
+                    break (&mut task).await.map_err(|e| VerifyError::Sql {
+                        what: "the checksum task",
+                        reason: e.to_string(),
+                    })??;
+                }
+            };
+            if round == 0 {
+                stats.chunks = chunks;
+            }
+            if differing.is_empty() {
+                stats.ms = started.elapsed().as_millis() as u64;
+                return Ok(stats);
+            }
+            let shown = describe(&self.tables.key_orig, &differing);
+            if round == MAX_ROUNDS {
+                return Err(VerifyError::Persistent {
+                    table: self.tables.orig_q(),
+                    rounds: MAX_ROUNDS,
+                    ranges: shown,
+                });
+            }
+            tracing::warn!(
+                "checksum: {} chunk(s) differ ({shown}); re-copying them",
+                differing.len()
+            );
+            stats.repaired_chunks += differing.len() as u64;
+            for (lo, hi) in &differing {
+                let range = describe(
+                    &self.tables.key_orig,
+                    std::slice::from_ref(&(lo.clone(), hi.clone())),
+                );
+                crate::copier::copy_chunk(
+                    &mut self.follower.conn,
+                    self.endpoint,
+                    &self.tables,
+                    lo.as_ref(),
+                    hi.as_ref(),
+                    &range,
+                    &self.progress,
+                    self.cancel,
+                )
+                .await?;
+            }
+            ranges = Some(differing);
+        }
+        unreachable!("the loop returns on its last round")
+    }
+
+    /// Returns a session inside a consistent snapshot taken while the ghost was complete.
+    async fn consistent_point(&mut self) -> Result<Conn, VerifyError> {
+        let t = Arc::clone(&self.tables);
+        for attempt in 1..=LOCK_ATTEMPTS {
+            // catch up first, so the lock is short
+            let token = write_sentinel(self.control, &t.db, &self.changelog)
+                .await
+                .map_err(sql("writing a sentinel"))?;
+            self.follower
+                .follow(
+                    Some(&token),
+                    tokio::time::Instant::now() + Duration::from_secs(60),
+                    true,
+                    self.cancel,
+                )
+                .await?;
+            self.follower
+                .flush(self.cancel)
+                .await
+                .map_err(FollowError::from)?;
+
+            let secs = self.lock_timeout.as_secs().max(1);
+            let mut lock = self
+                .endpoint
+                .connect_with(self.endpoint.opts(secs))
+                .await
+                .map_err(|e| VerifyError::Sql {
+                    what: "connecting",
+                    reason: e.to_string(),
+                })?;
+            let mut snap = self
+                .endpoint
+                .connect()
+                .await
+                .map_err(|e| VerifyError::Sql {
+                    what: "connecting",
+                    reason: e.to_string(),
+                })?;
+            if let Err(e) = lock
+                .query_drop(format!(
+                    "LOCK /* zdm-ost */ TABLES {} READ, {} WRITE",
+                    t.orig_q(),
+                    t.ghost_q()
+                ))
+                .await
+            {
+                if server_code(&e) == Some(1205) {
+                    tracing::warn!("checksum: the consistent-point lock was not granted within {secs} s (attempt {attempt}); retrying");
+                    let until = tokio::time::Instant::now()
+                        + Duration::from_millis(500 * u64::from(attempt));
+                    self.follower.follow(None, until, true, self.cancel).await?;
+                    continue;
+                }
+                return Err(sql("locking the tables")(e));
+            }
+            let under = async {
+                let token = write_sentinel(self.control, &t.db, &self.changelog)
+                    .await
+                    .map_err(sql("writing a sentinel"))?;
+                let until =
+                    tokio::time::Instant::now() + self.lock_timeout.max(Duration::from_secs(2));
+                self.follower
+                    .follow(Some(&token), until, false, self.cancel)
+                    .await?;
+                self.follower
+                    .applier
+                    .flush_under_table_lock(&mut lock, self.cancel)
+                    .await
+                    .map_err(FollowError::from)?;
+                snap.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                    .await
+                    .map_err(sql("opening the snapshot"))?;
+                snap.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+                    .await
+                    .map_err(sql("opening the snapshot"))?;
+                Ok::<(), VerifyError>(())
+            }
+            .await;
+            let unlocked = lock.query_drop("UNLOCK TABLES").await;
+            let _ = lock.disconnect().await;
+            under?;
+            unlocked.map_err(sql("unlocking"))?;
+            return Ok(snap);
+        }
+        Err(VerifyError::Lock(LOCK_ATTEMPTS))
+    }
+}
+
+/// Checksums the given ranges (or the whole table, in chunks) inside the snapshot.
+/// Returns the number of chunks checked and the ones that differ.
+async fn check(
+    mut s: Conn,
+    t: &Tables,
+    exprs: &(String, String),
+    ranges: Option<Vec<Range>>,
+) -> Result<(u64, Vec<Range>), VerifyError> {
+    let ranges = match ranges {
+        Some(r) => r,
+        None => chunk_ranges(&mut s, t).await?,
+    };
+    let mut differing = Vec::new();
+    for (lo, hi) in &ranges {
+        let (op, pp) = range_predicate(&t.key_orig, lo.as_ref(), hi.as_ref());
+        let (gp, gpp) = range_predicate(&t.key_ghost, lo.as_ref(), hi.as_ref());
+        let a: Option<(u64, u64)> = s
+            .exec_first(
+                format!(
+                    "SELECT /* zdm-ost */ {} FROM {} WHERE {op}",
+                    exprs.0,
+                    t.orig_q()
+                ),
+                pp,
+            )
+            .await
+            .map_err(sql("checksumming the original"))?;
+        let b: Option<(u64, u64)> = s
+            .exec_first(
+                format!(
+                    "SELECT /* zdm-ost */ {} FROM {} WHERE {gp}",
+                    exprs.1,
+                    t.ghost_q()
+                ),
+                gpp,
+            )
+            .await
+            .map_err(sql("checksumming the ghost"))?;
+        if a != b {
+            differing.push((lo.clone(), hi.clone()));
+        }
+    }
+    let _ = s.query_drop("COMMIT").await;
+    let _ = s.disconnect().await;
+    Ok((ranges.len() as u64, differing))
+}
+
+/// Chunk boundaries over the original's key inside the snapshot: `(-inf, k1], (k1, k2], ...,
+/// (kn, +inf)`.
+async fn chunk_ranges(s: &mut Conn, t: &Tables) -> Result<Vec<Range>, VerifyError> {
+    let keys = ident_list(&t.key_orig);
+    let mut out = Vec::new();
+    let mut prev: Option<Key> = None;
+    loop {
+        let (where_sql, params): (String, Vec<Value>) = match &prev {
+            Some(p) => compare_predicate(&t.key_orig, Cmp::Gt, p),
+            None => ("1 = 1".into(), vec![]),
+        };
+        let hi: Option<mysql_async::Row> = s
+            .exec_first(
+                format!(
+                    "SELECT /* zdm-ost */ {keys} FROM {} FORCE INDEX ({}) WHERE {where_sql} ORDER BY {keys} LIMIT 1 OFFSET {}",
+                    t.orig_q(),
+                    quote_ident(&t.key_index),
+                    CHUNK - 1
+                ),
+                params,
+            )
+            .await
+            .map_err(sql("finding checksum chunks"))?;
+        match hi {
+            Some(r) => {
+                let k: Key = r
+                    .unwrap()
+                    .into_iter()
+                    .map(KeyPart::from_query_value)
+                    .collect();
+                out.push((prev.clone(), Some(k.clone())));
+                prev = Some(k);
+            }
+            None => {
+                out.push((prev, None));
+                return Ok(out);
+            }
+        }
+    }
+}
+
+fn describe(cols: &[String], ranges: &[Range]) -> String {
+    ranges
+        .iter()
+        .map(|(lo, hi)| {
+            format!(
+                "{} .. {}",
+                lo.as_ref()
+                    .map(|k| format!("after {}", display_key(cols, k)))
+                    .unwrap_or_else(|| "from the start".into()),
+                hi.as_ref()
+                    .map(|k| format!("up to {}", display_key(cols, k)))
+                    .unwrap_or_else(|| "to the end".into())
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn casts_follow_the_new_column_type() {
+        assert_eq!(
+            cast("`a`", "bigint(20) unsigned", None),
+            "CAST(`a` AS UNSIGNED)"
+        );
+        assert_eq!(cast("`a`", "int(11)", None), "CAST(`a` AS SIGNED)");
+        assert_eq!(
+            cast("`d`", "decimal(12,3)", None),
+            "CAST(`d` AS DECIMAL(12,3))"
+        );
+        assert_eq!(cast("`t`", "datetime(6)", None), "CAST(`t` AS DATETIME(6))");
+        assert_eq!(cast("`t`", "time(3)", None), "CAST(`t` AS TIME(3))");
+        assert_eq!(
+            cast("`s`", "varchar(10)", Some("utf8mb4")),
+            "CONVERT(`s` USING utf8mb4)"
+        );
+        assert_eq!(cast("`b`", "blob", None), "CAST(`b` AS BINARY)");
+        assert_eq!(cast("`b`", "bit(10)", None), "CAST(`b` AS UNSIGNED)");
+    }
+}

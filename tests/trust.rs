@@ -1,0 +1,462 @@
+//! Trust: the checksum before cut-over (repairs, or aborts before any rename), checkpoint and
+//! resume after SIGKILL at random moments under a running writer, a purged binlog, and one run
+//! per table. Real servers; control-table equality at the end.
+
+mod common;
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::writer::{Gen, KeyShape, Shape, Writers};
+use common::*;
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Row};
+use rand::Rng;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const STD_TABLE: &str = "(id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY, a INT NOT NULL, \
+     b VARCHAR(100) NULL, c DATETIME(6) NULL, d DECIMAL(20,6) NOT NULL DEFAULT 0, KEY ka (a))";
+const ALTER: &str = "ADD COLUMN note TEXT NULL";
+
+async fn std_table(db: &mut TestDb, rows: u64) {
+    db.exec(&format!("CREATE TABLE t {STD_TABLE}")).await;
+    db.exec(&format!("CREATE TABLE ctl {STD_TABLE}")).await;
+    db.exec(&format!(
+        "INSERT INTO t (id, a, b, c, d) SELECT seq, seq % 1000, CONCAT('b', seq), '2024-01-01' + INTERVAL seq SECOND, seq / 7 FROM seq_1_to_{rows}"
+    ))
+    .await;
+    db.exec("INSERT INTO ctl SELECT * FROM t").await;
+}
+
+fn shape(seeded: u64) -> Shape {
+    Shape {
+        table: "t".into(),
+        control: "ctl".into(),
+        key: KeyShape::Single("id"),
+        cols: vec![
+            ("a", Gen::Int, false),
+            ("b", Gen::Str, true),
+            ("c", Gen::DateTime6, true),
+            ("d", Gen::Decimal, false),
+        ],
+        seeded,
+    }
+}
+
+struct Running {
+    child: tokio::process::Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    fn spawn(port: u16, db: &str, args: &[&str], env: &[(&str, &str)]) -> Running {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_zdm-ost"));
+        cmd.args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--database",
+            db,
+            "--table",
+            "t",
+            "--alter",
+            ALTER,
+            "--execute",
+        ])
+        .args(args)
+        .env_remove("ZDM_FAILPOINT")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn zdm-ost");
+        let stderr = child.stderr.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        let reader = tokio::spawn(async move {
+            let mut r = BufReader::new(stderr).lines();
+            while let Ok(Some(l)) = r.next_line().await {
+                sink.lock().unwrap().push(l);
+            }
+        });
+        Running {
+            child,
+            lines,
+            reader,
+        }
+    }
+
+    async fn wait_for(&self, needle: &str, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains(needle))
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "zdm-ost never logged `{needle}`:\n{}",
+                self.lines.lock().unwrap().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn kill(mut self) {
+        self.child.start_kill().unwrap();
+        let _ = self.child.wait().await;
+        let _ = self.reader.await;
+    }
+
+    async fn finish(mut self) -> (Option<i32>, String, String) {
+        let mut out = String::new();
+        if let Some(mut so) = self.child.stdout.take() {
+            use tokio::io::AsyncReadExt;
+            so.read_to_string(&mut out).await.unwrap();
+        }
+        let status = self.child.wait().await.unwrap();
+        let lines = Arc::clone(&self.lines);
+        let _ = self.reader.await;
+        let err = lines.lock().unwrap().join("\n");
+        (status.code(), out, err)
+    }
+}
+
+async fn rows(conn: &mut Conn, sql: &str) -> Vec<Vec<mysql_async::Value>> {
+    let rows: Vec<Row> = conn
+        .query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    rows.into_iter().map(|r| r.unwrap()).collect()
+}
+
+async fn assert_same_as_control(conn: &mut Conn) {
+    let a = rows(conn, "SELECT id, a, b, c, d FROM t ORDER BY id").await;
+    let b = rows(conn, "SELECT id, a, b, c, d FROM ctl ORDER BY id").await;
+    if a != b {
+        let first = a
+            .iter()
+            .zip(b.iter())
+            .position(|(x, y)| x != y)
+            .unwrap_or(a.len().min(b.len()));
+        panic!(
+            "tables differ: {} vs {} control rows; first at {first}: {:?} vs {:?}",
+            a.len(),
+            b.len(),
+            a.get(first),
+            b.get(first)
+        );
+    }
+}
+
+fn error_line(err: &str) -> String {
+    err.lines()
+        .find(|l| l.starts_with("zdm-ost: error: "))
+        .unwrap_or_else(|| panic!("no error line:\n{err}"))
+        .to_string()
+}
+
+#[tokio::test]
+async fn checksum_finds_and_repairs_a_row_changed_behind_the_tools_back() {
+    let mut db = TestDb::new("v_repair").await;
+    std_table(&mut db, 12_000).await;
+    let writers = Writers::start(
+        primary_port(),
+        &db.name,
+        &shape(12_000),
+        1,
+        Duration::from_millis(2),
+        true, // insert-only: nothing re-syncs the tampered rows by chance
+    )
+    .await;
+    let run = Running::spawn(
+        primary_port(),
+        &db.name,
+        &["--json"],
+        &[("ZDM_FAILPOINT", "checksum=1500")],
+    );
+    run.wait_for("failpoint checksum reached", Duration::from_secs(60))
+        .await;
+    // the copy is done and verified next: corrupt the ghost directly
+    db.exec("UPDATE t_zdm_gho SET b = 'tampered' WHERE id = 7000")
+        .await;
+    db.exec("DELETE FROM t_zdm_gho WHERE id = 11999").await;
+    let (code, out, err) = run.finish().await;
+    assert_eq!(code, Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let checksum = &v["summary"]["checksum"];
+    assert!(
+        checksum["repaired_chunks"].as_u64().unwrap() >= 1,
+        "{checksum}"
+    );
+    assert!(checksum["chunks"].as_u64().unwrap() >= 3, "{checksum}");
+    assert!(err.contains("chunk(s) differ"), "{err}");
+    let report = writers.stop().await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_same_as_control(&mut db.conn).await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn checksum_difference_that_persists_aborts_before_the_rename() {
+    let mut db = TestDb::new("v_persist").await;
+    std_table(&mut db, 3000).await;
+    let before = rows(&mut db.conn, "SELECT * FROM t ORDER BY id").await;
+    let run = Running::spawn(
+        primary_port(),
+        &db.name,
+        &[],
+        &[("ZDM_FAILPOINT", "copy=2000")],
+    );
+    run.wait_for("failpoint copy reached", Duration::from_secs(60))
+        .await;
+    // a lossy "conversion": whatever is written to the ghost loses its value of b
+    db.exec(
+        "CREATE TRIGGER lossy BEFORE INSERT ON t_zdm_gho FOR EACH ROW SET NEW.b = LEFT(NEW.b, 2)",
+    )
+    .await;
+    let (code, _, err) = run.finish().await;
+    assert_eq!(code, Some(1), "{err}");
+    let line = error_line(&err);
+    assert!(
+        line.starts_with(&format!(
+            "zdm-ost: error: checksum: the ghost table still differs from `{}`.`t` after 3 repairs, in rows from the start .. to the end.",
+            db.name
+        )) && line.ends_with("The ALTER changes these values (a lossy conversion?), or something else writes to the ghost. Nothing was renamed; the original table is untouched"),
+        "{line}"
+    );
+    assert_eq!(
+        rows(&mut db.conn, "SELECT * FROM t ORDER BY id").await,
+        before
+    );
+    let left: Vec<String> = db.conn.query("SHOW TABLES LIKE 't\\_zdm%'").await.unwrap();
+    assert!(left.is_empty(), "helper tables left: {left:?}");
+    db.drop_db().await;
+}
+
+/// SIGKILL at random moments during the copy and during the catch-up, each time `--resume`,
+/// with a writer running throughout; the end result equals the control table.
+#[tokio::test]
+async fn resume_after_sigkill_at_random_moments_loses_nothing() {
+    let mut db = TestDb::new("v_resume").await;
+    std_table(&mut db, 100_000).await;
+    let writers = Writers::start(
+        primary_port(),
+        &db.name,
+        &shape(100_000),
+        2,
+        Duration::from_millis(2),
+        false,
+    )
+    .await;
+    // slow the copy down (a pause in every chunk) so that every kill lands inside it
+    let slow = [("ZDM_FAILPOINT", "copy~50")];
+    let copy_args = ["--chunk-size", "50", "--chunk-time", "0.06", "--resume"];
+    let mut rng = rand::thread_rng();
+    let mut kills = 0;
+    let mut progress_seen = Vec::new();
+    // the first run starts fresh; every later one resumes
+    let first = Running::spawn(
+        primary_port(),
+        &db.name,
+        &["--chunk-size", "50", "--chunk-time", "0.06"],
+        &slow,
+    );
+    first
+        .wait_for("phase: expanded -> copying", Duration::from_secs(60))
+        .await;
+    tokio::time::sleep(Duration::from_millis(rng.gen_range(200..600))).await;
+    first.kill().await;
+    kills += 1;
+    for _ in 0..4 {
+        let run = Running::spawn(primary_port(), &db.name, &copy_args, &slow);
+        run.wait_for("resuming: ", Duration::from_secs(60)).await;
+        run.wait_for("phase: expanded -> copying", Duration::from_secs(60))
+            .await;
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(200..600))).await;
+        let line = run
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains("resuming: "))
+            .cloned()
+            .unwrap();
+        progress_seen.push(line);
+        run.kill().await;
+        kills += 1;
+    }
+    // once more, during the catch-up before the cut-over lock
+    let run = Running::spawn(
+        primary_port(),
+        &db.name,
+        &["--resume"],
+        &[("ZDM_FAILPOINT", "cut-over-start")],
+    );
+    run.wait_for("failpoint cut-over-start reached", Duration::from_secs(120))
+        .await;
+    run.kill().await;
+    kills += 1;
+    assert!(kills >= 5);
+    // the copy made progress across the kills (resumed after a watermark, not from scratch)
+    assert!(
+        progress_seen.iter().any(|l| l.contains("copied up to id=")),
+        "{progress_seen:?}"
+    );
+    let (code, out, err) = Running::spawn(primary_port(), &db.name, &["--resume", "--json"], &[])
+        .finish()
+        .await;
+    assert_eq!(code, Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ok"], true);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let report = writers.stop().await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_same_as_control(&mut db.conn).await;
+    let left: Vec<String> = db
+        .conn
+        .query("SHOW TABLES LIKE 't\\_zdm\\_%'")
+        .await
+        .unwrap();
+    assert_eq!(left, vec!["t_zdm_old".to_string()]);
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_second_run_on_the_same_table_is_refused() {
+    let mut db = TestDb::new("v_second").await;
+    std_table(&mut db, 1000).await;
+    let first = Running::spawn(primary_port(), &db.name, &[], &[("ZDM_FAILPOINT", "copy")]);
+    first
+        .wait_for("failpoint copy reached", Duration::from_secs(60))
+        .await;
+    for extra in [
+        &[][..],
+        &["--initially-drop-ghost-table"][..],
+        &["--resume"][..],
+    ] {
+        let (code, _, err) = Running::spawn(primary_port(), &db.name, extra, &[])
+            .finish()
+            .await;
+        assert_eq!(code, Some(1), "{err}");
+        let line = error_line(&err);
+        assert!(
+            line.starts_with(&format!(
+                "zdm-ost: error: another zdm-ost run is migrating `{}`.`t` (connection ",
+                db.name
+            )) && line.ends_with(" holds its lock); wait for it to finish, or stop it first"),
+            "{line}"
+        );
+    }
+    // the first run's ghost survived the attempts
+    let ghost: Vec<String> = db
+        .conn
+        .query("SHOW TABLES LIKE 't\\_zdm\\_gho'")
+        .await
+        .unwrap();
+    assert_eq!(ghost.len(), 1);
+    first.kill().await;
+    db.drop_db().await;
+}
+
+/// Purging binlogs is global, so this runs on a server of its own.
+#[tokio::test]
+async fn resume_after_the_binlog_was_purged_says_to_start_over() {
+    let port = 3315;
+    start_instance("zt_purge", port, &[]);
+    let mut conn = connect(port).await;
+    conn.query_drop("DROP DATABASE IF EXISTS zt_purge")
+        .await
+        .unwrap();
+    conn.query_drop("CREATE DATABASE zt_purge").await.unwrap();
+    conn.query_drop(format!("CREATE TABLE zt_purge.t {STD_TABLE}"))
+        .await
+        .unwrap();
+    conn.query_drop("INSERT INTO zt_purge.t (id, a, b, c, d) SELECT seq, seq, 'b', NULL, 1 FROM zt_purge.seq_1_to_2000").await.unwrap();
+    let run = Running::spawn(port, "zt_purge", &[], &[("ZDM_FAILPOINT", "copy")]);
+    run.wait_for("failpoint copy reached", Duration::from_secs(60))
+        .await;
+    run.kill().await;
+    // the killed reader's dump thread must be gone, or PURGE keeps the file it reads
+    for _ in 0..100 {
+        let n: Option<u64> = conn
+            .query_first("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'")
+            .await
+            .unwrap();
+        if n == Some(0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    conn.query_drop("FLUSH BINARY LOGS").await.unwrap();
+    conn.query_drop("FLUSH BINARY LOGS").await.unwrap();
+    let current: Row = conn
+        .query_first("SHOW MASTER STATUS")
+        .await
+        .unwrap()
+        .unwrap();
+    let file: String = current.get(0).unwrap();
+    conn.query_drop(format!("PURGE BINARY LOGS TO '{file}'"))
+        .await
+        .unwrap();
+    let (code, _, err) = Running::spawn(port, "zt_purge", &["--resume"], &[])
+        .finish()
+        .await;
+    assert_eq!(code, Some(1), "{err}");
+    let line = error_line(&err);
+    assert!(
+        line.starts_with("zdm-ost: error: --resume: the binlog at the checkpoint's position mariadb-bin.")
+            && line.ends_with("is no longer on the server (purged), so the changes made since cannot be read. Start over with --initially-drop-ghost-table"),
+        "{line}"
+    );
+    let (code, _, err) = Running::spawn(port, "zt_purge", &["--initially-drop-ghost-table"], &[])
+        .finish()
+        .await;
+    assert_eq!(code, Some(0), "{err}");
+    conn.query_drop("DROP DATABASE zt_purge").await.unwrap();
+    let _ = conn.disconnect().await;
+    stop_instance("zt_purge");
+}
+
+#[tokio::test]
+async fn resume_after_the_swap_already_happened_says_the_migration_is_done() {
+    let mut db = TestDb::new("v_swapped").await;
+    std_table(&mut db, 500).await;
+    let (code, _, err) = Running::spawn(primary_port(), &db.name, &[], &[])
+        .finish()
+        .await;
+    assert_eq!(code, Some(0), "{err}");
+    // as if killed after the RENAME, before dropping the changelog and checkpoint
+    db.exec("CREATE TABLE t_zdm_log (id INT PRIMARY KEY)").await;
+    db.exec(
+        "CREATE TABLE t_zdm_ckp (id TINYINT UNSIGNED NOT NULL PRIMARY KEY, alter_text TEXT NOT NULL, ghost_hash VARCHAR(16) NOT NULL, \
+         watermark TEXT NULL, binlog_file VARCHAR(255) NOT NULL, binlog_pos BIGINT UNSIGNED NOT NULL, binlog_gtid VARCHAR(255) NULL, \
+         phase VARCHAR(32) NOT NULL, copied_rows BIGINT UNSIGNED NOT NULL DEFAULT 0, tool_version VARCHAR(32) NOT NULL, \
+         created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))",
+    )
+    .await;
+    db.exec(&format!(
+        "INSERT INTO t_zdm_ckp (id, alter_text, ghost_hash, binlog_file, binlog_pos, phase, tool_version) VALUES (1, '{ALTER}', 'x', 'f', 4, 'cutting-over', '0')"
+    ))
+    .await;
+    let (code, _, err) = Running::spawn(primary_port(), &db.name, &["--resume"], &[])
+        .finish()
+        .await;
+    assert_eq!(code, Some(1), "{err}");
+    let n = &db.name;
+    assert_eq!(
+        error_line(&err),
+        format!("zdm-ost: error: --resume: the interrupted migration had already swapped the tables: `{n}`.`t` has the new schema and `{n}`.`t_zdm_old` is the old table. Nothing is left to do but DROP TABLE `{n}`.`t_zdm_log`, `{n}`.`t_zdm_ckp`")
+    );
+    db.drop_db().await;
+}
