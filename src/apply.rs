@@ -249,6 +249,8 @@ pub struct Follower {
     /// A position the stream can restart from without losing a change: every change before it
     /// has been flushed into the ghost.
     pub safe_pos: Option<crate::binlog::BinlogPos>,
+    /// Hard throttle reasons pause flushing (keys keep being collected).
+    pub throttle: Option<Arc<crate::throttle::Throttle>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -309,7 +311,12 @@ impl Follower {
                 }
                 _ = cancel.cancelled() => return Err(ApplyError::Cancelled.into()),
             }
+            let paused = self
+                .throttle
+                .as_ref()
+                .is_some_and(|t| t.is_hard_throttled());
             if flush
+                && !paused
                 && (tokio::time::Instant::now() >= next_flush
                     || self.applier.backlog() >= BATCH * 4)
             {

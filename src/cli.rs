@@ -1,12 +1,15 @@
 //! Command-line flags (clap), parsed into a plain [`Args`] first and then resolved into a
 //! [`Config`] the rest of zdm-ost works from.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 
 use crate::conn::Endpoint;
 use crate::migration::ExecOptions;
+use crate::throttle::{LoadSpec, ThrottleSettings};
 
 /// Online schema changes for MySQL and MariaDB, without blocking the table.
 ///
@@ -72,6 +75,48 @@ pub struct Args {
     /// Do not compare the ghost with the original before the swap (not recommended).
     #[arg(long)]
     pub skip_checksum: bool,
+    /// Heartbeat interval (the heartbeat measures replica lag and the primary's write latency).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub heartbeat_interval_millis: u64,
+    /// Replica lag (by heartbeat) above which the copy pauses.
+    #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_lag_millis: u64,
+    /// Status variables whose values pause the copy when exceeded, e.g. Threads_running=25.
+    #[arg(long, value_name = "VAR=N[,VAR=N]", default_value = "")]
+    pub max_load: LoadSpec,
+    /// Status variables whose values abort the migration when exceeded (after a re-check),
+    /// e.g. Threads_running=80.
+    #[arg(long, value_name = "VAR=N[,VAR=N]", default_value = "")]
+    pub critical_load: LoadSpec,
+    /// How long a critical load must persist before the migration aborts.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub critical_load_interval_millis: u64,
+    /// Pause the copy while the p95 of the heartbeat's write latency exceeds this (off by default).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_write_latency_millis: Option<u64>,
+    /// While this file exists, copy and apply pause.
+    #[arg(long, value_name = "PATH")]
+    pub throttle_flag_file: Option<PathBuf>,
+    /// While this file exists, the cut-over waits (everything stays in sync); remove it, or send
+    /// `unpostpone`, to cut over.
+    #[arg(long, value_name = "PATH")]
+    pub postpone_cut_over_flag_file: Option<PathBuf>,
+    /// When this file appears, the migration aborts cleanly.
+    #[arg(long, value_name = "PATH")]
+    pub panic_flag_file: Option<PathBuf>,
+    /// The control socket (default: zdm-ost.<database>.<table>.sock in the temp dir).
+    #[arg(long, value_name = "PATH")]
+    pub serve_socket_file: Option<PathBuf>,
+    /// Also serve the control commands on this TCP port of 127.0.0.1.
+    #[arg(long, value_name = "PORT")]
+    pub serve_tcp_port: Option<u16>,
+    /// A directory of hook executables (on-startup, on-validated, on-row-copy-complete,
+    /// on-before-cut-over, on-success, on-failure, on-status).
+    #[arg(long, value_name = "DIR")]
+    pub hooks_path: Option<PathBuf>,
+    /// Serve Prometheus metrics over HTTP here, e.g. 127.0.0.1:9106.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_addr: Option<SocketAddr>,
     /// Seconds between status lines while migrating.
     #[arg(long, default_value = "5", value_name = "SECONDS", value_parser = parse_seconds)]
     pub status_interval: Duration,
@@ -132,6 +177,22 @@ impl From<&Args> for ExecOptions {
             status_interval: a.status_interval,
             resume: a.resume,
             skip_checksum: a.skip_checksum,
+            throttle: ThrottleSettings {
+                heartbeat_interval: Duration::from_millis(a.heartbeat_interval_millis),
+                max_lag: Duration::from_millis(a.max_lag_millis),
+                max_load: a.max_load.clone(),
+                critical_load: a.critical_load.clone(),
+                critical_load_interval: Duration::from_millis(a.critical_load_interval_millis),
+                max_write_latency: a.max_write_latency_millis.map(Duration::from_millis),
+                throttle_flag_file: a.throttle_flag_file.clone(),
+                postpone_flag_file: a.postpone_cut_over_flag_file.clone(),
+                panic_flag_file: a.panic_flag_file.clone(),
+            },
+            socket: a.serve_socket_file.clone(),
+            tcp_port: a.serve_tcp_port,
+            hooks_path: a.hooks_path.clone(),
+            metrics_addr: a.metrics_addr,
+            progress_bar: false,
         }
     }
 }

@@ -69,6 +69,7 @@ pub async fn copy(
     tables: Arc<Tables>,
     opts: CopyOptions,
     progress: Arc<Progress>,
+    throttle: Arc<crate::throttle::Throttle>,
     cancel: CancellationToken,
 ) -> Result<u64, CopyError> {
     let t = &*tables;
@@ -107,8 +108,12 @@ pub async fn copy(
     let mut prev: Option<Key> = opts.start_after.clone();
     let mut copied = 0u64;
     loop {
-        if cancel.is_cancelled() {
+        if cancel.is_cancelled() || !throttle.wait_soft(&cancel).await {
             return Err(CopyError::Cancelled);
+        }
+        let requested = progress.chunk_size_request.swap(0, Relaxed);
+        if requested != 0 {
+            size = requested.clamp(MIN_CHUNK, MAX_CHUNK);
         }
         // the chunk's upper bound: `size` rows on, but never past `max`
         let (le_max, le_params) = compare_predicate(&t.key_orig, Cmp::Le, &max);

@@ -104,6 +104,8 @@ pub struct Cutover<'a> {
     pub stream: &'a mut StreamTask,
     pub opts: CutoverOptions,
     pub cancel: &'a CancellationToken,
+    pub throttle: Arc<crate::throttle::Throttle>,
+    pub progress: Arc<crate::progress::Progress>,
     pub state: CutoverState,
 }
 
@@ -233,6 +235,22 @@ impl Cutover<'_> {
 
     async fn attempt(&mut self) -> Result<Attempt, CutoverError> {
         let t = Arc::clone(&self.tables);
+        // never start a cut-over while throttled (lag, load, operator): keep applying instead
+        let mut said = false;
+        while self.throttle.is_throttled() {
+            if !said {
+                tracing::info!(
+                    "cut-over waits: {}",
+                    self.throttle.reason().unwrap_or_default()
+                );
+                said = true;
+            }
+            let until = tokio::time::Instant::now() + Duration::from_millis(100);
+            self.follower.follow(None, until, true, self.cancel).await?;
+        }
+        self.progress
+            .cutover_attempts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let catch_up_started = Instant::now();
         self.catch_up().await?;
         self.wait_for_lock_holders().await?;
@@ -485,6 +503,10 @@ impl Cutover<'_> {
             })?;
             unlocked.map_err(|e| Abort::Fatal(sql("unlocking")(e), None))?;
         }
+        self.progress.cutover_lock_ms.store(
+            lock_held.as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         tracing::info!(
             "cut-over: tables swapped; lock held {} ms, {keys} keys applied under it",
             lock_held.as_millis()

@@ -32,6 +32,12 @@ pub enum Error {
     Verify(#[from] crate::verify::VerifyError),
     #[error("--resume: {0}")]
     Resume(String),
+    #[error("aborted: {0}. Nothing was renamed; the original table is untouched")]
+    Aborted(String),
+    #[error(
+        "{0}; aborting before the cut-over. Nothing was renamed; the original table is untouched"
+    )]
+    Hook(String),
     #[error("another zdm-ost run is migrating {table} (connection {holder} holds its lock); wait for it to finish, or stop it first")]
     AlreadyRunning { table: String, holder: String },
     #[error("interrupted: stopped cleanly; the original table is untouched")]

@@ -44,7 +44,8 @@ async fn run(args: Args) -> ExitCode {
     let cancel = CancellationToken::new();
     tokio::spawn(cancel_on_signal(cancel.clone()));
     let result = if args.execute {
-        let opts = ExecOptions::from(&args);
+        let mut opts = ExecOptions::from(&args);
+        opts.progress_bar = !args.json && std::io::stderr().is_terminal();
         let json = args.json;
         zdm_ost::migration::execute(&cfg, &opts, &cancel, |plan| {
             if !json {

@@ -24,17 +24,22 @@ use crate::binlog::{BinlogPos, StreamSpec, StreamTask};
 use crate::changelog;
 use crate::checkpoint::{self, Checkpoint};
 use crate::cli::Config;
+use crate::control::Control;
 use crate::copier::{self, CopyOptions};
 use crate::cutover::{Cutover, CutoverOptions, CutoverState, CutoverStats, SENTRY_COMMENT};
 use crate::ddl::{parse_alter, TableNames};
 use crate::error::Error;
+use crate::hooks::Hooks;
 use crate::inspect::{preflight, TableInfo};
 use crate::key::KeyColumn;
 use crate::plan::{self, Plan};
 use crate::progress::{Phase, Progress};
 use crate::resync::Tables;
 use crate::sql::{qualified, server_message};
+use crate::throttle::{Monitor, Throttle, ThrottleSettings};
 use crate::verify::{Verify, VerifyStats};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
 /// Options of `--execute`.
 #[derive(Debug, Clone)]
@@ -49,6 +54,14 @@ pub struct ExecOptions {
     pub status_interval: Duration,
     pub resume: bool,
     pub skip_checksum: bool,
+    pub throttle: ThrottleSettings,
+    /// The control socket; `None`: the default path.
+    pub socket: Option<PathBuf>,
+    pub tcp_port: Option<u16>,
+    pub hooks_path: Option<PathBuf>,
+    pub metrics_addr: Option<SocketAddr>,
+    /// Show a progress bar instead of status lines (stderr is a terminal).
+    pub progress_bar: bool,
 }
 
 /// What a finished migration reports.
@@ -120,6 +133,21 @@ pub async fn execute(
         None
     };
     let progress = Arc::new(Progress::default());
+    let throttle = Throttle::new(opts.throttle.clone(), Arc::clone(&progress));
+    let hooks = Hooks {
+        dir: opts.hooks_path.clone(),
+        env: vec![
+            ("ZDM_HOST".into(), cfg.primary.host.clone()),
+            ("ZDM_PORT".into(), cfg.primary.port.to_string()),
+            ("ZDM_DATABASE".into(), db.clone()),
+            ("ZDM_TABLE".into(), names.original.clone()),
+            ("ZDM_GHOST_TABLE".into(), names.ghost.clone()),
+            ("ZDM_OLD_TABLE".into(), names.old.clone()),
+            ("ZDM_ALTER".into(), spec.body.clone()),
+        ],
+        progress: Arc::clone(&progress),
+    };
+    hooks.notify("on-startup", &[]).await;
     let pre = tokio::select! {
         r = preflight(&mut conn, &cfg.primary, &cfg.replicas, db, &names, resume.is_some()) => r?,
         _ = cancel.cancelled() => return Err(Error::Cancelled),
@@ -137,6 +165,7 @@ pub async fn execute(
     let plan = Plan::new(cfg.primary.to_string(), &spec, names.clone(), pre, probe);
     progress.set_phase(Phase::Planned);
     on_plan(&plan);
+    hooks.notify("on-validated", &[]).await;
 
     let run = Run {
         cfg,
@@ -146,8 +175,48 @@ pub async fn execute(
         progress: Arc::clone(&progress),
         cancel: cancel.child_token(),
         resume,
+        throttle: Arc::clone(&throttle),
+        hooks: hooks.clone(),
     };
-    let result = run.run(&mut conn).await;
+    // operator services, for the whole run
+    let services = CancellationToken::new();
+    let control = Control {
+        throttle: Arc::clone(&throttle),
+        progress: Arc::clone(&progress),
+        cancel: run.cancel.clone(),
+    };
+    let socket = opts
+        .socket
+        .clone()
+        .unwrap_or_else(|| crate::control::default_socket(db, &names.original));
+    let control_task = tokio::spawn(control.serve(socket, opts.tcp_port, services.clone()));
+    let metrics_task = opts.metrics_addr.map(|addr| {
+        tokio::spawn(crate::metrics::serve(
+            addr,
+            Arc::clone(&progress),
+            Arc::clone(&throttle),
+            services.clone(),
+        ))
+    });
+    let bar = opts
+        .progress_bar
+        .then(|| spawn_progress_bar(Arc::clone(&progress), services.clone()));
+    let mut result = run.run(&mut conn).await;
+    services.cancel();
+    for t in [Some(control_task), metrics_task].into_iter().flatten() {
+        match tokio::time::timeout(Duration::from_secs(2), t).await {
+            Ok(Ok(Err(e))) => tracing::warn!("control or metrics endpoint failed: {e}"),
+            _ => {}
+        }
+    }
+    if let Some(b) = bar {
+        let _ = b.await;
+    }
+    if let (Err(e), Some(reason)) = (&result, throttle.abort_reason()) {
+        if e.is_cancelled() {
+            result = Err(Error::Aborted(reason));
+        }
+    }
     if let Some(e) = result.as_ref().err().filter(|e| e.keeps_checkpoint()) {
         progress.set_phase(Phase::Failed);
         tracing::error!(
@@ -174,12 +243,57 @@ pub async fn execute(
             );
         }
     }
+    match &result {
+        Ok(_) => hooks.notify("on-success", &[]).await,
+        Err(e) => {
+            hooks
+                .notify("on-failure", &[("ZDM_ERROR", e.to_string())])
+                .await
+        }
+    }
     result.map_err(|e| {
         if e.is_cancelled() {
             Error::Cancelled
         } else {
             e
         }
+    })
+}
+
+/// A progress bar on stderr, updated from the shared progress until `stop`.
+fn spawn_progress_bar(
+    progress: Arc<Progress>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let bar = indicatif::ProgressBar::new(progress.estimated_rows.load(Relaxed).max(1));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} rows, eta {eta} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        loop {
+            let est = progress.estimated_rows.load(Relaxed);
+            let copied = progress.copied_rows.load(Relaxed);
+            bar.set_length(est.max(copied).max(1));
+            bar.set_position(copied);
+            bar.set_message(format!(
+                "{}, applied {}, backlog {}{}",
+                progress.phase(),
+                progress.applied_keys.load(Relaxed),
+                progress.backlog.load(Relaxed),
+                progress
+                    .throttle_reason()
+                    .map(|r| format!(", THROTTLED: {r}"))
+                    .unwrap_or_default()
+            ));
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = stop.cancelled() => break,
+            }
+        }
+        bar.finish_and_clear();
     })
 }
 
@@ -192,6 +306,8 @@ struct Run<'a> {
     cancel: CancellationToken,
     /// The checkpoint of the interrupted run being resumed.
     resume: Option<Checkpoint>,
+    throttle: Arc<Throttle>,
+    hooks: Hooks,
 }
 
 impl Run<'_> {
@@ -230,6 +346,21 @@ impl Run<'_> {
                 .map_err(q("creating the checkpoint table"))?;
         }
         self.progress.set_phase(Phase::Expanded);
+        // heartbeats, lag, load, flag files: for as long as this run lasts
+        let monitor_stop = self.cancel.child_token();
+        let _monitor_guard = monitor_stop.clone().drop_guard();
+        tokio::spawn(
+            Monitor {
+                throttle: Arc::clone(&self.throttle),
+                primary: self.cfg.primary.clone(),
+                replicas: self.cfg.replicas.clone(),
+                db: db.clone(),
+                changelog: n.changelog.clone(),
+                cancel: monitor_stop,
+                abort: self.cancel.clone(),
+            }
+            .run(),
+        );
         let tables = Arc::new(self.tables());
         let key = key_columns(&self.plan.original, &self.plan.chunk_key.columns);
 
@@ -351,6 +482,7 @@ impl Run<'_> {
             flush_every: Duration::from_millis(50),
             last_pos: Some(start.clone()),
             safe_pos: Some(start),
+            throttle: Some(Arc::clone(&self.throttle)),
         };
         let watermark = self.resume.as_ref().and_then(|c| c.watermark.clone());
         if let Some(w) = &watermark {
@@ -404,6 +536,7 @@ impl Run<'_> {
         let copy_tables = Arc::clone(tables);
         let copy_progress = Arc::clone(&self.progress);
         let copy_cancel = self.cancel.clone();
+        let copy_throttle = Arc::clone(&self.throttle);
         let copy_ep = ep.clone();
         let mut copy_task = tokio::spawn(async move {
             let r = copier::copy(
@@ -412,6 +545,7 @@ impl Run<'_> {
                 copy_tables,
                 copy_opts,
                 copy_progress,
+                copy_throttle,
                 copy_cancel,
             )
             .await;
@@ -432,7 +566,11 @@ impl Run<'_> {
                 })??;
             }
             if Instant::now() >= next_status {
-                tracing::info!("{}", self.progress.status_line());
+                if !self.opts.progress_bar {
+                    tracing::info!("{}", self.progress.status_line());
+                }
+                let hooks = self.hooks.clone();
+                tokio::spawn(async move { hooks.notify("on-status", &[]).await });
                 next_status = Instant::now() + self.opts.status_interval;
             }
             if Instant::now() >= next_checkpoint {
@@ -467,6 +605,7 @@ impl Run<'_> {
                 follower: &mut follower,
                 lock_timeout: self.opts.cut_over_lock_timeout,
                 progress: Arc::clone(&self.progress),
+                throttle: Arc::clone(&self.throttle),
                 cancel: &self.cancel,
             }
             .run()
@@ -479,6 +618,24 @@ impl Run<'_> {
             );
             Some(stats)
         };
+
+        self.hooks.notify("on-row-copy-complete", &[]).await;
+
+        // Postponed? Stay in sync until the flag file is gone (or `unpostpone`).
+        if self.throttle.postponed() {
+            tracing::info!(
+                "cut-over postponed: {} exists; remove it, or send `unpostpone` to the control socket",
+                self.opts.throttle.postpone_flag_file.as_ref().map(|f| f.display().to_string()).unwrap_or_default()
+            );
+            while self.throttle.postponed() {
+                let until = tokio::time::Instant::now() + Duration::from_millis(200);
+                follower.follow(None, until, true, &self.cancel).await?;
+            }
+            tracing::info!("cut-over no longer postponed");
+        }
+        if let Err(e) = self.hooks.run("on-before-cut-over", &[]).await {
+            return Err(Error::Hook(e));
+        }
 
         // Cut over.
         self.progress.set_phase(Phase::CuttingOver);
@@ -507,6 +664,8 @@ impl Run<'_> {
                 retries: self.opts.cut_over_retries,
             },
             cancel: &self.cancel,
+            throttle: Arc::clone(&self.throttle),
+            progress: Arc::clone(&self.progress),
             state: CutoverState::default(),
         }
         .run()

@@ -55,6 +55,11 @@ pub struct Progress {
     binlog_pos: Mutex<Option<BinlogPos>>,
     /// Every chunk up to and including this key is copied.
     watermark: Mutex<Option<Key>>,
+    throttle_reason: Mutex<Option<String>>,
+    pub cutover_attempts: AtomicU64,
+    pub cutover_lock_ms: AtomicU64,
+    /// An operator's `chunk-size=N`, for the copier's next chunk (0: none).
+    pub chunk_size_request: AtomicU64,
 }
 
 impl Default for Progress {
@@ -72,6 +77,10 @@ impl Default for Progress {
             phase: Mutex::new(Phase::Inspecting),
             binlog_pos: Mutex::new(None),
             watermark: Mutex::new(None),
+            throttle_reason: Mutex::new(None),
+            cutover_attempts: AtomicU64::new(0),
+            cutover_lock_ms: AtomicU64::new(0),
+            chunk_size_request: AtomicU64::new(0),
         }
     }
 }
@@ -124,6 +133,20 @@ impl Progress {
             .clone()
     }
 
+    pub fn set_throttle_reason(&self, r: Option<String>) {
+        *self
+            .throttle_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = r;
+    }
+
+    pub fn throttle_reason(&self) -> Option<String> {
+        self.throttle_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub fn add_row_events(&self, n: u64) {
         self.row_events.fetch_add(n, Relaxed);
     }
@@ -148,8 +171,12 @@ impl Progress {
             .binlog_pos()
             .map(|p| p.to_string())
             .unwrap_or_else(|| "-".into());
+        let throttled = match self.throttle_reason() {
+            Some(r) => format!(", THROTTLED: {r}"),
+            None => String::new(),
+        };
         format!(
-            "{}: copied {copied}/{est} rows ({pct:.1}%), applied {} changes, backlog {}, {rate:.0} rows/s, eta {eta}, elapsed {elapsed:.1}s, binlog {pos}",
+            "{}: copied {copied}/{est} rows ({pct:.1}%), applied {} changes, backlog {}, {rate:.0} rows/s, eta {eta}, elapsed {elapsed:.1}s, binlog {pos}{throttled}",
             self.phase(),
             self.applied_keys.load(Relaxed),
             self.backlog.load(Relaxed),

@@ -150,6 +150,7 @@ pub struct Verify<'a> {
     pub follower: &'a mut Follower,
     pub lock_timeout: Duration,
     pub progress: Arc<Progress>,
+    pub throttle: Arc<crate::throttle::Throttle>,
     pub cancel: &'a CancellationToken,
 }
 
@@ -165,7 +166,12 @@ impl Verify<'_> {
             let t = Arc::clone(&self.tables);
             let e = Arc::clone(&exprs);
             let todo = ranges.clone();
-            let mut task = tokio::spawn(async move { check(snapshot, &t, &e, todo).await });
+            let throttle = Arc::clone(&self.throttle);
+            let cancel = self.cancel.clone();
+            let mut task =
+                tokio::spawn(
+                    async move { check(snapshot, &t, &e, todo, &throttle, &cancel).await },
+                );
             // keep applying while the checksum reads its snapshot
             let (chunks, differing) = loop {
                 let until = tokio::time::Instant::now() + Duration::from_millis(100);
@@ -314,6 +320,8 @@ async fn check(
     t: &Tables,
     exprs: &(String, String),
     ranges: Option<Vec<Range>>,
+    throttle: &crate::throttle::Throttle,
+    cancel: &CancellationToken,
 ) -> Result<(u64, Vec<Range>), VerifyError> {
     let ranges = match ranges {
         Some(r) => r,
@@ -321,6 +329,11 @@ async fn check(
     };
     let mut differing = Vec::new();
     for (lo, hi) in &ranges {
+        if !throttle.wait_soft(cancel).await {
+            return Err(VerifyError::Follow(FollowError::Apply(
+                crate::apply::ApplyError::Cancelled,
+            )));
+        }
         let (op, pp) = range_predicate(&t.key_orig, lo.as_ref(), hi.as_ref());
         let (gp, gpp) = range_predicate(&t.key_ghost, lo.as_ref(), hi.as_ref());
         let a: Option<(u64, u64)> = s
