@@ -311,29 +311,12 @@ impl Cutover<'_> {
                 Ok(Attempt::Done(stats))
             }
             Err(Abort::Retry(reason, b)) => {
-                // Release with the sentry still in place: a queued RENAME then fails safely.
-                let _ = a.query_drop("UNLOCK TABLES").await;
-                if let Some(b) = b {
-                    let _ = tokio::time::timeout(RENAME_WAIT, b).await;
-                }
-                if sentry {
-                    let _ = a
-                        .query_drop(format!("DROP /* zdm-ost */ TABLE IF EXISTS {old_q}"))
-                        .await;
-                }
+                release(&mut a, b, sentry, &old_q).await;
                 self.restart_stream_if_stopped().await?;
                 Ok(Attempt::Retry(reason))
             }
             Err(Abort::Fatal(e, b)) => {
-                let _ = a.query_drop("UNLOCK TABLES").await;
-                if let Some(b) = b {
-                    let _ = tokio::time::timeout(RENAME_WAIT, b).await;
-                }
-                if sentry {
-                    let _ = a
-                        .query_drop(format!("DROP /* zdm-ost */ TABLE IF EXISTS {old_q}"))
-                        .await;
-                }
+                release(&mut a, b, sentry, &old_q).await;
                 Err(e)
             }
         }
@@ -570,6 +553,20 @@ impl Cutover<'_> {
             )));
         }
         Ok(())
+    }
+}
+
+/// Gives up an attempt: unlock with the sentry still in place (so a queued RENAME fails
+/// safely), wait for the RENAME session to end, then drop the sentry.
+async fn release(a: &mut Conn, b: Option<RenameHandle>, sentry: bool, old_q: &str) {
+    let _ = a.query_drop("UNLOCK TABLES").await;
+    if let Some(b) = b {
+        let _ = tokio::time::timeout(RENAME_WAIT, b).await;
+    }
+    if sentry {
+        let _ = a
+            .query_drop(format!("DROP /* zdm-ost */ TABLE IF EXISTS {old_q}"))
+            .await;
     }
 }
 

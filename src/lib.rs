@@ -37,26 +37,7 @@ pub async fn dry_run(cfg: &cli::Config, cancel: &CancellationToken) -> Result<pl
     let names = ddl::TableNames::new(&cfg.table)?;
     let spec = ddl::parse_alter(&cfg.alter, &cfg.table)?;
     let mut conn = cfg.primary.connect().await?;
-    let pre = tokio::select! {
-        r = inspect::preflight(&mut conn, &cfg.primary, &cfg.replicas, &cfg.database, &names, false) => r?,
-        _ = cancel.cancelled() => return Err(Error::Cancelled),
-    };
-    let probe = plan::probe(
-        &mut conn,
-        &cfg.primary,
-        &cfg.database,
-        &names,
-        &spec,
-        &pre.table,
-        cancel,
-    )
-    .await?;
+    let plan = plan::prepare(&mut conn, cfg, &names, &spec, false, cancel).await?;
     let _ = conn.disconnect().await;
-    Ok(plan::Plan::new(
-        cfg.primary.to_string(),
-        &spec,
-        names,
-        pre,
-        probe,
-    ))
+    Ok(plan)
 }

@@ -30,7 +30,7 @@ use crate::cutover::{Cutover, CutoverOptions, CutoverState, CutoverStats, SENTRY
 use crate::ddl::{parse_alter, TableNames};
 use crate::error::Error;
 use crate::hooks::Hooks;
-use crate::inspect::{preflight, TableInfo};
+use crate::inspect::TableInfo;
 use crate::key::KeyColumn;
 use crate::plan::{self, Plan};
 use crate::progress::{Phase, Progress};
@@ -148,21 +148,7 @@ pub async fn execute(
         progress: Arc::clone(&progress),
     };
     hooks.notify("on-startup", &[]).await;
-    let pre = tokio::select! {
-        r = preflight(&mut conn, &cfg.primary, &cfg.replicas, db, &names, resume.is_some()) => r?,
-        _ = cancel.cancelled() => return Err(Error::Cancelled),
-    };
-    let probe = plan::probe(
-        &mut conn,
-        &cfg.primary,
-        &cfg.database,
-        &names,
-        &spec,
-        &pre.table,
-        cancel,
-    )
-    .await?;
-    let plan = Plan::new(cfg.primary.to_string(), &spec, names.clone(), pre, probe);
+    let plan = plan::prepare(&mut conn, cfg, &names, &spec, resume.is_some(), cancel).await?;
     progress.set_phase(Phase::Planned);
     on_plan(&plan);
     hooks.notify("on-validated", &[]).await;
@@ -204,9 +190,8 @@ pub async fn execute(
     let mut result = run.run(&mut conn).await;
     services.cancel();
     for t in [Some(control_task), metrics_task].into_iter().flatten() {
-        match tokio::time::timeout(Duration::from_secs(2), t).await {
-            Ok(Ok(Err(e))) => tracing::warn!("control or metrics endpoint failed: {e}"),
-            _ => {}
+        if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(2), t).await {
+            tracing::warn!("control or metrics endpoint failed: {e}");
         }
     }
     if let Some(b) = bar {
@@ -830,21 +815,7 @@ async fn check_resumable(
         .await
         .map_err(q("dropping a leftover table"))?;
     }
-    let comment: Option<String> = conn
-        .exec_first(
-            "SELECT /* zdm-ost */ TABLE_COMMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-            (db, names.old.as_str()),
-        )
-        .await
-        .map_err(q("looking for a leftover sentry"))?;
-    if comment.as_deref() == Some(SENTRY_COMMENT) {
-        conn.query_drop(format!(
-            "DROP /* zdm-ost */ TABLE IF EXISTS {}",
-            qualified(db, &names.old)
-        ))
-        .await
-        .map_err(q("dropping a leftover sentry"))?;
-    }
+    drop_our_sentry(conn, db, names, false).await?;
     tracing::info!(
         "resuming the migration interrupted at {} (phase {}, checkpoint of {})",
         c.pos,
@@ -922,6 +893,24 @@ pub async fn drop_helpers(
             .map_err(q("dropping a leftover table"))?;
         }
     }
+    drop_our_sentry(conn, db, names, announce).await?;
+    Ok(())
+}
+
+/// Drops `<t>_zdm_old` only if it is zdm-ost's cut-over sentry (recognised by its comment):
+/// under that name there may also be the real old table of an earlier migration.
+async fn drop_our_sentry(
+    conn: &mut Conn,
+    db: &str,
+    names: &TableNames,
+    announce: bool,
+) -> Result<(), Error> {
+    let q = |what: &'static str| {
+        move |e: mysql_async::Error| Error::Sql {
+            what,
+            reason: server_message(&e),
+        }
+    };
     let comment: Option<String> = conn
         .exec_first(
             "SELECT /* zdm-ost */ TABLE_COMMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",

@@ -578,6 +578,38 @@ fn human_secs(s: f64) -> String {
     }
 }
 
+/// Preflight, probe, plan: what a dry run does, and what `--execute` does first.
+pub async fn prepare(
+    conn: &mut Conn,
+    cfg: &crate::cli::Config,
+    names: &TableNames,
+    spec: &AlterSpec,
+    resuming: bool,
+    cancel: &CancellationToken,
+) -> Result<Plan, crate::Error> {
+    let pre = tokio::select! {
+        r = crate::inspect::preflight(conn, &cfg.primary, &cfg.replicas, &cfg.database, names, resuming) => r?,
+        _ = cancel.cancelled() => return Err(crate::Error::Cancelled),
+    };
+    let probe = probe(
+        conn,
+        &cfg.primary,
+        &cfg.database,
+        names,
+        spec,
+        &pre.table,
+        cancel,
+    )
+    .await?;
+    Ok(Plan::new(
+        cfg.primary.to_string(),
+        spec,
+        names.clone(),
+        pre,
+        probe,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

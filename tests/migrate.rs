@@ -5,15 +5,13 @@
 
 mod common;
 
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::run::Running;
 use common::writer::{Gen, KeyShape, Shape, Writers};
 use common::*;
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Row};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const STD_TABLE: &str = "(id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY, a INT NOT NULL, \
      b VARCHAR(100) NULL, c DATETIME(6) NULL, d DECIMAL(20,6) NOT NULL DEFAULT 0, KEY ka (a))";
@@ -52,99 +50,12 @@ async fn std_table(db: &mut TestDb, rows: u64) {
     }
 }
 
-/// A zdm-ost process whose stderr is read line by line while it runs.
-struct Running {
-    child: tokio::process::Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    reader: tokio::task::JoinHandle<()>,
-}
-
-impl Running {
-    fn spawn(db: &str, args: &[&str], env: &[(&str, &str)]) -> Running {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_zdm-ost"));
-        cmd.args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &primary_port().to_string(),
-            "--database",
-            db,
-        ])
-        .args(args)
-        .env_remove("ZDM_FAILPOINT")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn zdm-ost");
-        let stderr = child.stderr.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&lines);
-        let reader = tokio::spawn(async move {
-            let mut r = BufReader::new(stderr).lines();
-            while let Ok(Some(l)) = r.next_line().await {
-                sink.lock().unwrap().push(l);
-            }
-        });
-        Running {
-            child,
-            lines,
-            reader,
-        }
-    }
-
-    async fn wait_for(&self, needle: &str, within: Duration) {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            if self
-                .lines
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|l| l.contains(needle))
-            {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "zdm-ost never logged `{needle}`:\n{}",
-                self.stderr()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    fn stderr(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
-
-    async fn kill(mut self) {
-        self.child.start_kill().unwrap();
-        let _ = self.child.wait().await;
-        let _ = self.reader.await;
-    }
-
-    /// Waits for the exit; returns (exit code, stdout, stderr).
-    async fn finish(mut self) -> (Option<i32>, String, String) {
-        let mut out = String::new();
-        if let Some(mut so) = self.child.stdout.take() {
-            use tokio::io::AsyncReadExt;
-            so.read_to_string(&mut out).await.unwrap();
-        }
-        let status = self.child.wait().await.unwrap();
-        let lines = Arc::clone(&self.lines);
-        let _ = self.reader.await;
-        let err = lines.lock().unwrap().join("\n");
-        (status.code(), out, err)
-    }
-}
-
 async fn migrate(db: &str, alter: &str, extra: &[&str]) -> (Option<i32>, String, String) {
     let mut args = vec!["--table", "t", "--alter", alter, "--execute", "--json"];
     args.extend_from_slice(extra);
-    Running::spawn(db, &args, &[]).finish().await
+    Running::spawn(primary_port(), db, &args, &[])
+        .finish()
+        .await
 }
 
 fn summary(out: &str) -> serde_json::Value {
@@ -491,6 +402,7 @@ async fn cutover_under_long_transaction_times_out_and_retries() {
     holder.query_drop("START TRANSACTION").await.unwrap();
     let _: Vec<Row> = holder.query("SELECT * FROM t WHERE id = 1").await.unwrap();
     let run = Running::spawn(
+        primary_port(),
         &db.name,
         &[
             "--table",
@@ -595,6 +507,7 @@ async fn big_transaction_just_before_cutover_is_applied_before_the_lock() {
     let db_name = db.name.clone();
     // The copy is paused after its first chunk; a 100k-row transaction commits meanwhile.
     let run = Running::spawn(
+        primary_port(),
         &db_name,
         &[
             "--table",
@@ -658,7 +571,7 @@ async fn sigkill_in_each_phase_leaves_the_original_intact_and_a_rerun_succeeds()
         } else {
             vec![("ZDM_FAILPOINT", point)]
         };
-        let run = Running::spawn(&db.name, &args, &env);
+        let run = Running::spawn(primary_port(), &db.name, &args, &env);
         run.wait_for(wait_for, Duration::from_secs(60)).await;
         run.kill().await;
         // a killed locking session releases its locks; the queued RENAME then fails on the sentry
@@ -704,6 +617,7 @@ async fn ddl_on_the_table_mid_migration_aborts_cleanly() {
     let mut db = TestDb::new("m_ddl").await;
     std_table(&mut db, 3000).await;
     let run = Running::spawn(
+        primary_port(),
         &db.name,
         &[
             "--table",
@@ -781,6 +695,7 @@ async fn sigterm_mid_copy_stops_cleanly_and_drops_the_helpers() {
     std_table(&mut db, 3000).await;
     let before = snapshot_table(&mut db.conn, "t").await;
     let run = Running::spawn(
+        primary_port(),
         &db.name,
         &[
             "--table",
@@ -836,6 +751,7 @@ async fn killed_binlog_connection_resumes_without_losing_changes() {
     )
     .await;
     let run = Running::spawn(
+        primary_port(),
         &db.name,
         &[
             "--table",

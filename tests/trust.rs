@@ -4,16 +4,14 @@
 
 mod common;
 
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::run::Running;
 use common::writer::{Gen, KeyShape, Shape, Writers};
 use common::*;
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Row};
 use rand::Rng;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const STD_TABLE: &str = "(id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY, a INT NOT NULL, \
      b VARCHAR(100) NULL, c DATETIME(6) NULL, d DECIMAL(20,6) NOT NULL DEFAULT 0, KEY ka (a))";
@@ -44,94 +42,6 @@ fn shape(seeded: u64) -> Shape {
     }
 }
 
-struct Running {
-    child: tokio::process::Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    reader: tokio::task::JoinHandle<()>,
-}
-
-impl Running {
-    fn spawn(port: u16, db: &str, args: &[&str], env: &[(&str, &str)]) -> Running {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_zdm-ost"));
-        cmd.args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--database",
-            db,
-            "--table",
-            "t",
-            "--alter",
-            ALTER,
-            "--execute",
-        ])
-        .args(args)
-        .env_remove("ZDM_FAILPOINT")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn zdm-ost");
-        let stderr = child.stderr.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&lines);
-        let reader = tokio::spawn(async move {
-            let mut r = BufReader::new(stderr).lines();
-            while let Ok(Some(l)) = r.next_line().await {
-                sink.lock().unwrap().push(l);
-            }
-        });
-        Running {
-            child,
-            lines,
-            reader,
-        }
-    }
-
-    async fn wait_for(&self, needle: &str, within: Duration) {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            if self
-                .lines
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|l| l.contains(needle))
-            {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "zdm-ost never logged `{needle}`:\n{}",
-                self.lines.lock().unwrap().join("\n")
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    async fn kill(mut self) {
-        self.child.start_kill().unwrap();
-        let _ = self.child.wait().await;
-        let _ = self.reader.await;
-    }
-
-    async fn finish(mut self) -> (Option<i32>, String, String) {
-        let mut out = String::new();
-        if let Some(mut so) = self.child.stdout.take() {
-            use tokio::io::AsyncReadExt;
-            so.read_to_string(&mut out).await.unwrap();
-        }
-        let status = self.child.wait().await.unwrap();
-        let lines = Arc::clone(&self.lines);
-        let _ = self.reader.await;
-        let err = lines.lock().unwrap().join("\n");
-        (status.code(), out, err)
-    }
-}
-
 async fn rows(conn: &mut Conn, sql: &str) -> Vec<Vec<mysql_async::Value>> {
     let rows: Vec<Row> = conn
         .query(sql)
@@ -159,6 +69,13 @@ async fn assert_same_as_control(conn: &mut Conn) {
     }
 }
 
+/// zdm-ost migrating `t` with [`ALTER`], `--execute`, plus `args`.
+fn zdm(port: u16, db: &str, args: &[&str], env: &[(&str, &str)]) -> Running {
+    let mut all = vec!["--table", "t", "--alter", ALTER, "--execute"];
+    all.extend_from_slice(args);
+    Running::spawn(port, db, &all, env)
+}
+
 fn error_line(err: &str) -> String {
     err.lines()
         .find(|l| l.starts_with("zdm-ost: error: "))
@@ -179,7 +96,7 @@ async fn checksum_finds_and_repairs_a_row_changed_behind_the_tools_back() {
         true, // insert-only: nothing re-syncs the tampered rows by chance
     )
     .await;
-    let run = Running::spawn(
+    let run = zdm(
         primary_port(),
         &db.name,
         &["--json"],
@@ -212,7 +129,7 @@ async fn checksum_difference_that_persists_aborts_before_the_rename() {
     let mut db = TestDb::new("v_persist").await;
     std_table(&mut db, 3000).await;
     let before = rows(&mut db.conn, "SELECT * FROM t ORDER BY id").await;
-    let run = Running::spawn(
+    let run = zdm(
         primary_port(),
         &db.name,
         &[],
@@ -266,7 +183,7 @@ async fn resume_after_sigkill_at_random_moments_loses_nothing() {
     let mut kills = 0;
     let mut progress_seen = Vec::new();
     // the first run starts fresh; every later one resumes
-    let first = Running::spawn(
+    let first = zdm(
         primary_port(),
         &db.name,
         &["--chunk-size", "50", "--chunk-time", "0.06"],
@@ -279,7 +196,7 @@ async fn resume_after_sigkill_at_random_moments_loses_nothing() {
     first.kill().await;
     kills += 1;
     for _ in 0..4 {
-        let run = Running::spawn(primary_port(), &db.name, &copy_args, &slow);
+        let run = zdm(primary_port(), &db.name, &copy_args, &slow);
         run.wait_for("resuming: ", Duration::from_secs(60)).await;
         run.wait_for("phase: expanded -> copying", Duration::from_secs(60))
             .await;
@@ -297,7 +214,7 @@ async fn resume_after_sigkill_at_random_moments_loses_nothing() {
         kills += 1;
     }
     // once more, during the catch-up before the cut-over lock
-    let run = Running::spawn(
+    let run = zdm(
         primary_port(),
         &db.name,
         &["--resume"],
@@ -313,7 +230,7 @@ async fn resume_after_sigkill_at_random_moments_loses_nothing() {
         progress_seen.iter().any(|l| l.contains("copied up to id=")),
         "{progress_seen:?}"
     );
-    let (code, out, err) = Running::spawn(primary_port(), &db.name, &["--resume", "--json"], &[])
+    let (code, out, err) = zdm(primary_port(), &db.name, &["--resume", "--json"], &[])
         .finish()
         .await;
     assert_eq!(code, Some(0), "{err}");
@@ -336,7 +253,7 @@ async fn resume_after_sigkill_at_random_moments_loses_nothing() {
 async fn a_second_run_on_the_same_table_is_refused() {
     let mut db = TestDb::new("v_second").await;
     std_table(&mut db, 1000).await;
-    let first = Running::spawn(primary_port(), &db.name, &[], &[("ZDM_FAILPOINT", "copy")]);
+    let first = zdm(primary_port(), &db.name, &[], &[("ZDM_FAILPOINT", "copy")]);
     first
         .wait_for("failpoint copy reached", Duration::from_secs(60))
         .await;
@@ -345,9 +262,7 @@ async fn a_second_run_on_the_same_table_is_refused() {
         &["--initially-drop-ghost-table"][..],
         &["--resume"][..],
     ] {
-        let (code, _, err) = Running::spawn(primary_port(), &db.name, extra, &[])
-            .finish()
-            .await;
+        let (code, _, err) = zdm(primary_port(), &db.name, extra, &[]).finish().await;
         assert_eq!(code, Some(1), "{err}");
         let line = error_line(&err);
         assert!(
@@ -383,7 +298,7 @@ async fn resume_after_the_binlog_was_purged_says_to_start_over() {
         .await
         .unwrap();
     conn.query_drop("INSERT INTO zt_purge.t (id, a, b, c, d) SELECT seq, seq, 'b', NULL, 1 FROM zt_purge.seq_1_to_2000").await.unwrap();
-    let run = Running::spawn(port, "zt_purge", &[], &[("ZDM_FAILPOINT", "copy")]);
+    let run = zdm(port, "zt_purge", &[], &[("ZDM_FAILPOINT", "copy")]);
     run.wait_for("failpoint copy reached", Duration::from_secs(60))
         .await;
     run.kill().await;
@@ -409,9 +324,7 @@ async fn resume_after_the_binlog_was_purged_says_to_start_over() {
     conn.query_drop(format!("PURGE BINARY LOGS TO '{file}'"))
         .await
         .unwrap();
-    let (code, _, err) = Running::spawn(port, "zt_purge", &["--resume"], &[])
-        .finish()
-        .await;
+    let (code, _, err) = zdm(port, "zt_purge", &["--resume"], &[]).finish().await;
     assert_eq!(code, Some(1), "{err}");
     let line = error_line(&err);
     assert!(
@@ -419,7 +332,7 @@ async fn resume_after_the_binlog_was_purged_says_to_start_over() {
             && line.ends_with("is no longer on the server (purged), so the changes made since cannot be read. Start over with --initially-drop-ghost-table"),
         "{line}"
     );
-    let (code, _, err) = Running::spawn(port, "zt_purge", &["--initially-drop-ghost-table"], &[])
+    let (code, _, err) = zdm(port, "zt_purge", &["--initially-drop-ghost-table"], &[])
         .finish()
         .await;
     assert_eq!(code, Some(0), "{err}");
@@ -432,9 +345,7 @@ async fn resume_after_the_binlog_was_purged_says_to_start_over() {
 async fn resume_after_the_swap_already_happened_says_the_migration_is_done() {
     let mut db = TestDb::new("v_swapped").await;
     std_table(&mut db, 500).await;
-    let (code, _, err) = Running::spawn(primary_port(), &db.name, &[], &[])
-        .finish()
-        .await;
+    let (code, _, err) = zdm(primary_port(), &db.name, &[], &[]).finish().await;
     assert_eq!(code, Some(0), "{err}");
     // as if killed after the RENAME, before dropping the changelog and checkpoint
     db.exec("CREATE TABLE t_zdm_log (id INT PRIMARY KEY)").await;
@@ -449,7 +360,7 @@ async fn resume_after_the_swap_already_happened_says_the_migration_is_done() {
         "INSERT INTO t_zdm_ckp (id, alter_text, ghost_hash, binlog_file, binlog_pos, phase, tool_version) VALUES (1, '{ALTER}', 'x', 'f', 4, 'cutting-over', '0')"
     ))
     .await;
-    let (code, _, err) = Running::spawn(primary_port(), &db.name, &["--resume"], &[])
+    let (code, _, err) = zdm(primary_port(), &db.name, &["--resume"], &[])
         .finish()
         .await;
     assert_eq!(code, Some(1), "{err}");

@@ -199,4 +199,5 @@ pub fn stop_instance(name: &str) {
         .arg(name)
         .status();
 }
+pub mod run;
 pub mod writer;

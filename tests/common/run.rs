@@ -1,0 +1,100 @@
+//! A zdm-ost process whose stderr is read line by line while it runs, so a test can wait for
+//! a log line (a phase, a failpoint) and then act: kill it, change the table, talk to it.
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+pub struct Running {
+    pub child: tokio::process::Child,
+    pub lines: Arc<Mutex<Vec<String>>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// `zdm-ost --host 127.0.0.1 --port PORT --database DB ARGS...` with `env` added.
+    pub fn spawn(port: u16, db: &str, args: &[&str], env: &[(&str, &str)]) -> Running {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_zdm-ost"));
+        cmd.args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--database",
+            db,
+        ])
+        .args(args)
+        .env_remove("ZDM_FAILPOINT")
+        .env_remove("ZDM_PASSWORD")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn zdm-ost");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        let reader = tokio::spawn(async move {
+            let mut r = BufReader::new(stderr).lines();
+            while let Ok(Some(l)) = r.next_line().await {
+                sink.lock().unwrap().push(l);
+            }
+        });
+        Running {
+            child,
+            lines,
+            reader,
+        }
+    }
+
+    /// Waits until a stderr line contains `needle`; panics with the log after `within`.
+    pub async fn wait_for(&self, needle: &str, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains(needle))
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "zdm-ost never logged `{needle}`:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// SIGKILL, and wait for it to be gone.
+    pub async fn kill(mut self) {
+        self.child.start_kill().unwrap();
+        let _ = self.child.wait().await;
+        let _ = self.reader.await;
+    }
+
+    /// Waits for the exit; returns (exit code, stdout, stderr).
+    pub async fn finish(mut self) -> (Option<i32>, String, String) {
+        let mut out = String::new();
+        if let Some(mut so) = self.child.stdout.take() {
+            use tokio::io::AsyncReadExt;
+            so.read_to_string(&mut out).await.unwrap();
+        }
+        let status = self.child.wait().await.unwrap();
+        let lines = Arc::clone(&self.lines);
+        let _ = self.reader.await;
+        let err = lines.lock().unwrap().join("\n");
+        (status.code(), out, err)
+    }
+}
