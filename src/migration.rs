@@ -188,6 +188,9 @@ pub async fn execute(
         .progress_bar
         .then(|| spawn_progress_bar(Arc::clone(&progress), services.clone()));
     let mut result = run.run(&mut conn).await;
+    // Asked to stop (signal, panic, critical load)? Then whichever task noticed first, and
+    // whatever it reported ("stream stopped", ...), the cause is the request to stop.
+    let asked_to_stop = run.cancel.is_cancelled();
     services.cancel();
     for t in [Some(control_task), metrics_task].into_iter().flatten() {
         if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(2), t).await {
@@ -197,10 +200,11 @@ pub async fn execute(
     if let Some(b) = bar {
         let _ = b.await;
     }
-    if let (Err(e), Some(reason)) = (&result, throttle.abort_reason()) {
-        if e.is_cancelled() {
-            result = Err(Error::Aborted(reason));
-        }
+    if result.is_err() && asked_to_stop {
+        result = Err(match throttle.abort_reason() {
+            Some(reason) => Error::Aborted(reason),
+            None => Error::Cancelled,
+        });
     }
     if let Some(e) = result.as_ref().err().filter(|e| e.keeps_checkpoint()) {
         progress.set_phase(Phase::Failed);
@@ -334,6 +338,7 @@ impl Run<'_> {
         // heartbeats, lag, load, flag files: for as long as this run lasts
         let monitor_stop = self.cancel.child_token();
         let _monitor_guard = monitor_stop.clone().drop_guard();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(
             Monitor {
                 throttle: Arc::clone(&self.throttle),
@@ -343,9 +348,12 @@ impl Run<'_> {
                 changelog: n.changelog.clone(),
                 cancel: monitor_stop,
                 abort: self.cancel.clone(),
+                ready: Some(ready_tx),
             }
             .run(),
         );
+        // the first round of checks (flag files, load, lag) comes before the first chunk
+        let _ = tokio::time::timeout(Duration::from_secs(10), ready_rx).await;
         let tables = Arc::new(self.tables());
         let key = key_columns(&self.plan.original, &self.plan.chunk_key.columns);
 

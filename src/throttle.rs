@@ -237,6 +237,8 @@ pub struct Monitor {
     pub cancel: CancellationToken,
     /// Cancelled (with a reason) to abort the migration.
     pub abort: CancellationToken,
+    /// Told when the first round of checks is done (the copy waits for it).
+    pub ready: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 fn now_micros() -> u64 {
@@ -256,7 +258,7 @@ struct ReplicaWatch {
 
 impl Monitor {
     /// Runs until cancelled. Problems reading the primary are logged and retried.
-    pub async fn run(self) {
+    pub async fn run(mut self) {
         let t = &self.throttle;
         let mut primary: Option<Conn> = None;
         let mut latencies: VecDeque<u64> = VecDeque::with_capacity(100);
@@ -272,12 +274,19 @@ impl Monitor {
             })
             .collect();
         let mut critical_since: Option<Instant> = None;
+        let mut first = true;
         loop {
             let s = t.settings();
-            tokio::select! {
-                _ = tokio::time::sleep(s.heartbeat_interval) => {}
-                _ = self.cancel.cancelled() => return,
+            if !first {
+                if let Some(ready) = self.ready.take() {
+                    let _ = ready.send(());
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(s.heartbeat_interval) => {}
+                    _ = self.cancel.cancelled() => return,
+                }
             }
+            first = false;
             // flag files and the panic flag
             if let Some(f) = &s.panic_flag_file {
                 if f.exists() {
