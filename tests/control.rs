@@ -247,6 +247,36 @@ async fn throttle_flag_file_pauses_and_removing_it_resumes() {
     let report = writers.stop().await;
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert_same_as_control(&mut db.conn).await;
+    // the panic flag file: the migration aborts cleanly as soon as it appears
+    db.exec("DROP TABLE t_zdm_old").await;
+    let panic_flag = dir.join("panic");
+    let run = Running::spawn(
+        primary_port(),
+        &db.name,
+        &[
+            "--table",
+            "t",
+            "--alter",
+            "ADD COLUMN note2 INT NULL",
+            "--execute",
+            "--panic-flag-file",
+            panic_flag.to_str().unwrap(),
+        ],
+        &[("ZDM_FAILPOINT", "copy=60000")],
+    );
+    run.wait_for("failpoint copy reached", Duration::from_secs(60))
+        .await;
+    std::fs::write(&panic_flag, "").unwrap();
+    let (code, _, err) = run.finish().await;
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(
+        error_line(&err),
+        format!("zdm-ost: error: aborted: the panic flag file {} exists. Nothing was renamed; the original table is untouched", panic_flag.display())
+    );
+    assert_eq!(
+        columns(&mut db.conn).await,
+        ["id", "a", "b", "c", "d", "note"]
+    );
     db.drop_db().await;
 }
 
