@@ -69,6 +69,12 @@ pub struct Args {
     /// Drop leftovers of an earlier run (ghost, changelog, and a cut-over sentry) before starting.
     #[arg(long)]
     pub initially_drop_ghost_table: bool,
+    /// When the change is INSTANT (metadata only), run it natively (the default).
+    #[arg(long, overrides_with = "no_attempt_instant_ddl")]
+    pub attempt_instant_ddl: bool,
+    /// Copy the table even when the change could be made INSTANTly.
+    #[arg(long, overrides_with = "attempt_instant_ddl")]
+    pub no_attempt_instant_ddl: bool,
     /// Continue a migration that was killed, from its checkpoint (same --alter).
     #[arg(long)]
     pub resume: bool,
@@ -193,6 +199,7 @@ impl From<&Args> for ExecOptions {
             hooks_path: a.hooks_path.clone(),
             metrics_addr: a.metrics_addr,
             progress_bar: false,
+            attempt_instant_ddl: !a.no_attempt_instant_ddl,
         }
     }
 }

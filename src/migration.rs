@@ -62,6 +62,8 @@ pub struct ExecOptions {
     pub metrics_addr: Option<SocketAddr>,
     /// Show a progress bar instead of status lines (stderr is a terminal).
     pub progress_bar: bool,
+    /// Run an INSTANT-class change natively instead of copying.
+    pub attempt_instant_ddl: bool,
 }
 
 /// What a finished migration reports.
@@ -70,6 +72,8 @@ pub struct Summary {
     pub database: String,
     pub table: String,
     pub alter: String,
+    /// "copy" (ghost table and cut-over) or "instant" (a native metadata-only ALTER).
+    pub path: &'static str,
     pub copied_rows: u64,
     pub applied_changes: u64,
     pub copy_ms: u64,
@@ -83,6 +87,13 @@ pub struct Summary {
 
 impl Summary {
     pub fn render(&self) -> String {
+        if self.path == "instant" {
+            return format!(
+                "zdm-ost: changed {} in {:.3} s with a native ALGORITHM=INSTANT ALTER (metadata only: no copy, no cut-over)\n",
+                qualified(&self.database, &self.table),
+                self.total_ms as f64 / 1000.0
+            );
+        }
         format!(
             "zdm-ost: migrated {} in {:.1} s: {} rows copied in {:.1} s, {} changes applied; {}; \
              cut-over after {} attempt(s): catch-up {} ms, lock held {} ms ({} keys applied under it); {}\n",
@@ -152,6 +163,19 @@ pub async fn execute(
     progress.set_phase(Phase::Planned);
     on_plan(&plan);
     hooks.notify("on-validated", &[]).await;
+
+    if opts.attempt_instant_ddl && plan.algorithm == plan::Algorithm::Instant && resume.is_none() {
+        match instant(&mut conn, db, &names, &plan, opts).await {
+            Ok(summary) => {
+                progress.set_phase(Phase::Done);
+                hooks.notify("on-success", &[]).await;
+                return Ok(summary);
+            }
+            Err(why) => tracing::warn!(
+                "the native INSTANT ALTER did not go through ({why}); copying the table instead"
+            ),
+        }
+    }
 
     let run = Run {
         cfg,
@@ -247,6 +271,62 @@ pub async fn execute(
             e
         }
     })
+}
+
+/// The INSTANT fast path: the server changes only metadata, so a native ALTER is the fastest
+/// and safest way. It still needs a brief metadata lock, so it runs under the cut-over's short
+/// `lock_wait_timeout`, retried with growing pauses. `Err` says why the copy path should run.
+async fn instant(
+    conn: &mut Conn,
+    db: &str,
+    names: &TableNames,
+    plan: &Plan,
+    opts: &ExecOptions,
+) -> Result<Summary, String> {
+    let started = Instant::now();
+    let secs = opts.cut_over_lock_timeout.as_secs().max(1);
+    let sql = format!(
+        "ALTER /* zdm-ost */ TABLE {} {}, ALGORITHM=INSTANT",
+        qualified(db, &names.original),
+        plan.alter
+    );
+    for attempt in 1..=opts.cut_over_retries.max(1) {
+        conn.query_drop(format!("SET SESSION lock_wait_timeout = {secs}"))
+            .await
+            .map_err(|e| server_message(&e))?;
+        match conn.query_drop(&sql).await {
+            Ok(()) => {
+                tracing::info!(
+                    "path: INSTANT (native metadata-only ALTER), done in {} ms",
+                    started.elapsed().as_millis()
+                );
+                return Ok(Summary {
+                    database: db.to_string(),
+                    table: names.original.clone(),
+                    alter: plan.alter.clone(),
+                    path: "instant",
+                    copied_rows: 0,
+                    applied_changes: 0,
+                    copy_ms: 0,
+                    checksum: None,
+                    cut_over: CutoverStats::default(),
+                    total_ms: started.elapsed().as_millis() as u64,
+                    old_table: None,
+                });
+            }
+            Err(e) if crate::sql::server_code(&e) == Some(1205) => {
+                let pause =
+                    Duration::from_millis(500 * u64::from(attempt)).min(Duration::from_secs(10));
+                tracing::warn!("INSTANT ALTER: the metadata lock was not granted within {secs} s (attempt {attempt}); retrying in {} ms", pause.as_millis());
+                tokio::time::sleep(pause).await;
+            }
+            Err(e) => return Err(server_message(&e)),
+        }
+    }
+    Err(format!(
+        "the metadata lock was not granted in {} attempts",
+        opts.cut_over_retries.max(1)
+    ))
 }
 
 /// A progress bar on stderr, updated from the shared progress until `stop`.
@@ -439,6 +519,7 @@ impl Run<'_> {
             database: db.clone(),
             table: n.original.clone(),
             alter: self.plan.alter.clone(),
+            path: "copy",
             copied_rows: copied,
             applied_changes: self.progress.applied_keys.load(Relaxed),
             copy_ms,

@@ -398,7 +398,7 @@ impl Plan {
         let mut warnings = pre.warnings;
         if probe.algorithm == Algorithm::Instant {
             warnings.push(
-                "the server can make this change INSTANTly (metadata only); a native ALTER would be faster than a copy".into(),
+                "the server can make this change INSTANTly (metadata only): --execute runs it natively (--no-attempt-instant-ddl copies instead)".into(),
             );
         }
         Plan {

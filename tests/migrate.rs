@@ -824,3 +824,42 @@ async fn binlog_reader_server_id_never_clashes_with_a_replica() {
     assert_helpers_gone(&mut db, false).await;
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn instant_class_change_runs_natively_without_a_copy() {
+    let mut db = TestDb::new("m_instant").await;
+    std_table(&mut db, 2000).await;
+    let before = rows(&mut db.conn, "SELECT id, a, b, c, d FROM t ORDER BY id").await;
+    let (code, out, err) = migrate(
+        &db.name,
+        "ADD COLUMN note TEXT NULL",
+        &["--attempt-instant-ddl"],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    let s = summary(&out);
+    assert_eq!(s["path"], "instant", "{s}");
+    assert_eq!(s["copied_rows"], 0);
+    assert!(
+        err.contains("path: INSTANT (native metadata-only ALTER)"),
+        "{err}"
+    );
+    let cols: Vec<String> = db
+        .conn
+        .query("SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 't' ORDER BY ORDINAL_POSITION")
+        .await
+        .unwrap();
+    assert_eq!(cols, ["id", "a", "b", "c", "d", "note"]);
+    assert_eq!(
+        rows(&mut db.conn, "SELECT id, a, b, c, d FROM t ORDER BY id").await,
+        before
+    );
+    assert_helpers_gone(&mut db, false).await;
+    // the same change forced through the copy path
+    let (code, out, err) = migrate(&db.name, "ADD COLUMN note2 TEXT NULL", &[]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let s = summary(&out);
+    assert_eq!(s["path"], "copy", "{s}");
+    assert_eq!(s["copied_rows"], 2000);
+    db.drop_db().await;
+}

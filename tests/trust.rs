@@ -192,7 +192,7 @@ async fn resume_after_sigkill_at_random_moments_loses_nothing() {
     first
         .wait_for("phase: expanded -> copying", Duration::from_secs(60))
         .await;
-    tokio::time::sleep(Duration::from_millis(rng.gen_range(200..600))).await;
+    tokio::time::sleep(Duration::from_millis(rng.gen_range(600..1200))).await;
     first.kill().await;
     kills += 1;
     for _ in 0..4 {
@@ -200,7 +200,7 @@ async fn resume_after_sigkill_at_random_moments_loses_nothing() {
         run.wait_for("resuming: ", Duration::from_secs(60)).await;
         run.wait_for("phase: expanded -> copying", Duration::from_secs(60))
             .await;
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(200..600))).await;
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(600..1200))).await;
         let line = run
             .lines
             .lock()

@@ -15,22 +15,23 @@ pub struct Running {
 
 impl Running {
     /// `zdm-ost --host 127.0.0.1 --port PORT --database DB ARGS...` with `env` added.
+    ///
+    /// These tests exercise the copy path, so an `--execute` run gets `--no-attempt-instant-ddl`
+    /// (many test ALTERs are INSTANT-class); a test of the INSTANT path passes
+    /// `--attempt-instant-ddl`, which overrides it.
     pub fn spawn(port: u16, db: &str, args: &[&str], env: &[(&str, &str)]) -> Running {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_zdm-ost"));
-        cmd.args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--database",
-            db,
-        ])
-        .args(args)
-        .env_remove("ZDM_FAILPOINT")
-        .env_remove("ZDM_PASSWORD")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        let port = port.to_string();
+        cmd.args(["--host", "127.0.0.1", "--port", &port, "--database", db]);
+        if args.contains(&"--execute") {
+            cmd.arg("--no-attempt-instant-ddl");
+        }
+        cmd.args(args)
+            .env_remove("ZDM_FAILPOINT")
+            .env_remove("ZDM_PASSWORD")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
         for (k, v) in env {
             cmd.env(k, v);
         }
