@@ -674,6 +674,7 @@ impl Run<'_> {
                 endpoint: ep,
                 tables: Arc::clone(tables),
                 ghost: &self.plan.ghost,
+                original: &self.plan.original,
                 changelog: self.names.changelog.clone(),
                 control: conn,
                 follower: &mut follower,

@@ -77,16 +77,25 @@ fn sql(what: &'static str) -> impl Fn(mysql_async::Error) -> VerifyError {
 /// A key range `(lo, hi]`, either end open.
 pub type Range = (Option<Key>, Option<Key>);
 
-/// The checksum expressions for the original and the ghost.
-pub fn checksum_exprs(t: &Tables, ghost: &TableInfo) -> (String, String) {
+/// The checksum expressions for the original and the ghost. A column whose type and charset
+/// did not change is compared as it is; a changed one through [`cast`].
+pub fn checksum_exprs(t: &Tables, original: &TableInfo, ghost: &TableInfo) -> (String, String) {
     let mut orig = Vec::new();
     let mut gho = Vec::new();
     for (target, source) in t.targets.iter().zip(t.sources.iter()) {
         let col = ghost.column(target);
         let ty = col.map(|c| c.column_type.clone()).unwrap_or_default();
         let cs = col.and_then(|c| c.charset.clone());
-        orig.push(cast(&quote_ident(source), &ty, cs.as_deref()));
-        gho.push(cast(&quote_ident(target), &ty, cs.as_deref()));
+        let unchanged = original
+            .column(source)
+            .is_some_and(|o| o.column_type == ty && o.charset == cs);
+        if unchanged {
+            orig.push(quote_ident(source));
+            gho.push(quote_ident(target));
+        } else {
+            orig.push(cast(&quote_ident(source), &ty, cs.as_deref()));
+            gho.push(cast(&quote_ident(target), &ty, cs.as_deref()));
+        }
     }
     let build = |exprs: &[String]| {
         let flags = exprs
@@ -145,6 +154,7 @@ pub struct Verify<'a> {
     pub endpoint: &'a Endpoint,
     pub tables: Arc<Tables>,
     pub ghost: &'a TableInfo,
+    pub original: &'a TableInfo,
     pub changelog: String,
     pub control: &'a mut Conn,
     pub follower: &'a mut Follower,
@@ -158,7 +168,7 @@ impl Verify<'_> {
     pub async fn run(mut self) -> Result<VerifyStats, VerifyError> {
         let started = Instant::now();
         let mut stats = VerifyStats::default();
-        let exprs = Arc::new(checksum_exprs(&self.tables, self.ghost));
+        let exprs = Arc::new(checksum_exprs(&self.tables, self.original, self.ghost));
         let mut ranges: Option<Vec<Range>> = None;
         for round in 0..=MAX_ROUNDS {
             stats.rounds = round + 1;

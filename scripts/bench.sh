@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# zdm-ost benchmark: one command, one run, interleaved rounds.
+#
+#   scripts/bench.sh [--rows N] [--rounds N] [--rate TXN_PER_S] [--methods "native ptosc zdm"]
+#
+# Builds a sysbench-style table (id, k, c CHAR(120), pad CHAR(60), index on k) on the local test
+# primary, applies a change that forces a table copy (MODIFY k BIGINT NOT NULL DEFAULT 0) with
+# native ALTER ... ALGORITHM=COPY, pt-online-schema-change and zdm-ost, each idle and under a
+# paced write load (examples/bench_load.rs: fixed rate, every transaction mirrored to a control
+# table in the same transaction, latency from each transaction's intended start), and prints one
+# table: median wall time, ratio to native COPY, load tps, p50/p99/max latency, correctness
+# (table == control table after the change), zdm-ost's peak RSS. Timings are never asserted.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+ROWS=1000000 ROUNDS=3 RATE=500 METHODS="native ptosc zdm"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rows) ROWS=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --rate) RATE=$2; shift 2 ;;
+    --methods) METHODS=$2; shift 2 ;;
+    *) echo "usage: $0 [--rows N] [--rounds N] [--rate N] [--methods \"native ptosc zdm\"]" >&2; exit 2 ;;
+  esac
+done
+PORT=${ZDM_PRIMARY_PORT:-3310}
+ALTER="MODIFY k BIGINT NOT NULL DEFAULT 0"
+OUT=$(mktemp -d)
+sql() { mariadb --no-defaults -h127.0.0.1 -P"$PORT" -uroot "$@"; }
+
+scripts/mysql-env.sh start >/dev/null
+if [[ " $METHODS " == *" ptosc "* ]] && ! command -v pt-online-schema-change >/dev/null; then
+  echo "bench: installing percona-toolkit from Debian" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq percona-toolkit >/dev/null
+fi
+command -v /usr/bin/time >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null
+cargo build --release --quiet --bin zdm-ost --example bench_load
+
+reset_table() {
+  sql <<SQL
+CREATE DATABASE IF NOT EXISTS bench;
+DROP TABLE IF EXISTS bench.sbtest, bench.sbtest_ctl, bench._sbtest_new, bench._sbtest_old,
+  bench.sbtest_zdm_gho, bench.sbtest_zdm_old, bench.sbtest_zdm_log, bench.sbtest_zdm_ckp;
+CREATE TABLE bench.sbtest (id INT NOT NULL AUTO_INCREMENT PRIMARY KEY, k INT NOT NULL DEFAULT 0,
+  c CHAR(120) NOT NULL DEFAULT '', pad CHAR(60) NOT NULL DEFAULT '', KEY k_1 (k)) ENGINE=InnoDB;
+INSERT INTO bench.sbtest (id, k, c, pad)
+  SELECT seq, seq * 7919 % $ROWS, LPAD(seq * 104729, 120, '7'), LPAD(seq, 60, '3') FROM bench.seq_1_to_$ROWS;
+CREATE TABLE bench.sbtest_ctl LIKE bench.sbtest;
+INSERT INTO bench.sbtest_ctl SELECT * FROM bench.sbtest;
+SQL
+}
+
+run_method() { # method -> prints wall seconds; zdm's RSS to $OUT/rss
+  local m=$1 t0 t1
+  t0=$(date +%s.%N)
+  case "$m" in
+    native) sql -e "ALTER TABLE bench.sbtest $ALTER, ALGORITHM=COPY" ;;
+    ptosc) pt-online-schema-change --alter "$ALTER" "D=bench,t=sbtest,h=127.0.0.1,P=$PORT,u=root" \
+             --execute --recursion-method=none --no-check-alter --set-vars lock_wait_timeout=5 \
+             --chunk-time 0.5 --critical-load Threads_running=1000 --max-load Threads_running=500 >"$OUT/ptosc.log" 2>&1 ;;
+    zdm) /usr/bin/time -v ./target/release/zdm-ost --host 127.0.0.1 --port "$PORT" --database bench --table sbtest \
+             --alter "$ALTER" --execute --ok-to-drop-table >"$OUT/zdm.out" 2>"$OUT/zdm.err"
+         awk -F': ' '/Maximum resident set size/ {print $2}' "$OUT/zdm.err" >"$OUT/rss" ;;
+  esac
+  t1=$(date +%s.%N)
+  echo "$t0 $t1" | awk '{printf "%.2f", $2 - $1}'
+}
+
+correct() { # table == control, over the original columns
+  local a b
+  a=$(sql -N -e "SELECT COUNT(*), BIT_XOR(CRC32(CONCAT_WS('#', id, k, c, pad))) FROM bench.sbtest")
+  b=$(sql -N -e "SELECT COUNT(*), BIT_XOR(CRC32(CONCAT_WS('#', id, k, c, pad))) FROM bench.sbtest_ctl")
+  [ "$a" = "$b" ] && echo yes || echo "NO ($a vs $b)"
+}
+
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $(sql -N -e 'SELECT VERSION()'); rows $ROWS; rounds $ROUNDS; load $RATE txn/s" >&2
+for round in $(seq 1 "$ROUNDS"); do
+  for mode in idle load; do
+    for m in $METHODS; do
+      reset_table
+      stop="$OUT/stop"; rm -f "$stop" "$OUT/rss"
+      if [ "$mode" = load ]; then
+        ./target/release/examples/bench_load --port "$PORT" --rate "$RATE" --rows "$ROWS" --stop-file "$stop" >"$OUT/load.json" &
+        load=$!
+        sleep 1
+      fi
+      wall=$(run_method "$m") || wall="FAILED"
+      load_json="{}"
+      if [ "$mode" = load ]; then
+        sleep 1; touch "$stop"; wait $load || true
+        load_json=$(cat "$OUT/load.json")
+      fi
+      ok=$(correct)
+      rss=$(cat "$OUT/rss" 2>/dev/null || echo "")
+      echo "{\"round\": $round, \"mode\": \"$mode\", \"method\": \"$m\", \"wall\": \"$wall\", \"correct\": \"$ok\", \"rss_kb\": \"$rss\", \"load\": $load_json}" | tee -a "$OUT/results.jsonl" >&2
+    done
+  done
+done
+
+python3 - "$OUT/results.jsonl" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+out = []
+for mode in ("idle", "load"):
+    native = med([float(r["wall"]) for r in rows if r["mode"] == mode and r["method"] == "native" and r["wall"] != "FAILED"])
+    for m in ("native", "ptosc", "zdm"):
+        rs = [r for r in rows if r["mode"] == mode and r["method"] == m]
+        if not rs:
+            continue
+        wall = med([float(r["wall"]) for r in rs if r["wall"] != "FAILED"])
+        l = [r["load"] for r in rs if r["load"]]
+        out.append((mode, m, wall, (wall / native) if wall and native else None,
+                    med([x["tps"] for x in l]) if l else None,
+                    med([x["p50_ms"] for x in l]) if l else None,
+                    med([x["p99_ms"] for x in l]) if l else None,
+                    max([x["max_ms"] for x in l]) if l else None,
+                    sum(x["errors"] for x in l) if l else None,
+                    "yes" if all(r["correct"] == "yes" for r in rs) else "NO",
+                    max([int(r["rss_kb"]) for r in rs if r["rss_kb"]], default=None)))
+f = lambda v, fmt: "-" if v is None else fmt.format(v)
+print(f"{'mode':5} {'method':7} {'median s':>9} {'x native':>9} {'load tps':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'app errs':>8} {'correct':>7} {'peak RSS':>9}")
+for mode, m, wall, ratio, tps, p50, p99, mx, errs, ok, rss in out:
+    print(f"{mode:5} {m:7} {f(wall,'{:.2f}'):>9} {f(ratio,'{:.2f}'):>9} {f(tps,'{:.0f}'):>9} {f(p50,'{:.1f}'):>8} {f(p99,'{:.1f}'):>8} {f(mx,'{:.0f}'):>8} {f(errs,'{}'):>8} {ok:>7} {f(rss and rss/1024,'{:.0f} MB'):>9}")
+PY
