@@ -2,6 +2,7 @@
 # zdm-ost benchmark: one command, one run, interleaved rounds.
 #
 #   scripts/bench.sh [--rows N] [--rounds N] [--rate TXN_PER_S] [--methods "native ptosc zdm"]
+#                    [--zdm-args "--chunk-time 0.1"]
 #
 # Builds a sysbench-style table (id, k, c CHAR(120), pad CHAR(60), index on k) on the local test
 # primary, applies a change that forces a table copy (MODIFY k BIGINT NOT NULL DEFAULT 0) with
@@ -13,13 +14,14 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-ROWS=1000000 ROUNDS=3 RATE=500 METHODS="native ptosc zdm"
+ROWS=1000000 ROUNDS=3 RATE=500 METHODS="native ptosc zdm" ZDM_ARGS=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --rows) ROWS=$2; shift 2 ;;
     --rounds) ROUNDS=$2; shift 2 ;;
     --rate) RATE=$2; shift 2 ;;
     --methods) METHODS=$2; shift 2 ;;
+    --zdm-args) ZDM_ARGS=$2; shift 2 ;;
     *) echo "usage: $0 [--rows N] [--rounds N] [--rate N] [--methods \"native ptosc zdm\"]" >&2; exit 2 ;;
   esac
 done
@@ -59,7 +61,7 @@ run_method() { # method -> prints wall seconds; zdm's RSS to $OUT/rss
              --execute --recursion-method=none --no-check-alter --set-vars lock_wait_timeout=5 \
              --chunk-time 0.5 --critical-load Threads_running=1000 --max-load Threads_running=500 >"$OUT/ptosc.log" 2>&1 ;;
     zdm) /usr/bin/time -v ./target/release/zdm-ost --host 127.0.0.1 --port "$PORT" --database bench --table sbtest \
-             --alter "$ALTER" --execute --ok-to-drop-table >"$OUT/zdm.out" 2>"$OUT/zdm.err"
+             --alter "$ALTER" --execute --ok-to-drop-table $ZDM_ARGS >"$OUT/zdm.out" 2>"$OUT/zdm.err"
          awk -F': ' '/Maximum resident set size/ {print $2}' "$OUT/zdm.err" >"$OUT/rss" ;;
   esac
   t1=$(date +%s.%N)
@@ -73,6 +75,7 @@ correct() { # table == control, over the original columns
   [ "$a" = "$b" ] && echo yes || echo "NO ($a vs $b)"
 }
 
+echo "zdm-ost extra args: ${ZDM_ARGS:-none}" >&2
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $(sql -N -e 'SELECT VERSION()'); rows $ROWS; rounds $ROUNDS; load $RATE txn/s" >&2
 for round in $(seq 1 "$ROUNDS"); do
   for mode in idle load; do
