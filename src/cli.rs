@@ -54,6 +54,9 @@ pub struct Args {
     /// Rows in the first copy chunk; later chunks adapt toward --chunk-time.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=100_000))]
     pub chunk_size: u64,
+    /// Copy chunks in parallel on this many connections.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=32))]
+    pub threads: u64,
     /// Target time per copy chunk, in seconds.
     #[arg(long, default_value = "0.5", value_name = "SECONDS", value_parser = parse_seconds)]
     pub chunk_time: Duration,
@@ -200,6 +203,7 @@ impl From<&Args> for ExecOptions {
             metrics_addr: a.metrics_addr,
             progress_bar: false,
             attempt_instant_ddl: !a.no_attempt_instant_ddl,
+            threads: a.threads as usize,
         }
     }
 }

@@ -12,8 +12,10 @@
 //! Chunk size adapts toward `--chunk-time` per chunk (bounded growth), and halves when a chunk
 //! keeps running into application row locks.
 
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::*;
@@ -60,6 +62,8 @@ pub struct CopyOptions {
     pub chunk_time: Duration,
     /// Resume after this key (every chunk up to it was copied by an earlier run).
     pub start_after: Option<Key>,
+    /// Chunks copied in parallel, each worker on its own connection.
+    pub threads: usize,
 }
 
 /// Copies every row up to the largest key present now. Returns rows copied.
@@ -104,16 +108,53 @@ pub async fn copy(
         .into_iter()
         .map(KeyPart::from_query_value)
         .collect();
-    let mut size = opts.chunk_size.clamp(MIN_CHUNK, MAX_CHUNK);
+    let size = Arc::new(AtomicU64::new(opts.chunk_size.clamp(MIN_CHUNK, MAX_CHUNK)));
+    let threads = opts.threads.max(1);
+    let stop = cancel.child_token();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(threads);
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let watermark = Arc::new(Mutex::new(Watermark::default()));
+    let mut workers = Vec::with_capacity(threads);
+    for _ in 0..threads {
+        let mut wconn = endpoint.connect().await.map_err(|e| CopyError::Fatal {
+            table: t.orig.clone(),
+            range: "(connecting a copy worker)".into(),
+            message: e.to_string(),
+        })?;
+        crate::apply::set_read_committed(&mut wconn)
+            .await
+            .map_err(|e| fatal("(setup)", &e))?;
+        let w = Worker {
+            endpoint: endpoint.clone(),
+            tables: Arc::clone(&tables),
+            progress: Arc::clone(&progress),
+            throttle: Arc::clone(&throttle),
+            size: Arc::clone(&size),
+            chunk_time: opts.chunk_time,
+            watermark: Arc::clone(&watermark),
+            rx: Arc::clone(&rx),
+            stop: stop.clone(),
+        };
+        workers.push(tokio::spawn(async move {
+            let r = w.run(&mut wconn).await;
+            let _ = wconn.disconnect().await;
+            if r.is_err() {
+                w.stop.cancel();
+            }
+            r
+        }));
+    }
+
+    // The boundary finder: index seeks, a chunk ahead of each worker.
     let mut prev: Option<Key> = opts.start_after.clone();
-    let mut copied = 0u64;
+    let mut index = 0u64;
     loop {
-        if cancel.is_cancelled() || !throttle.wait_soft(&cancel).await {
-            return Err(CopyError::Cancelled);
+        if stop.is_cancelled() || !throttle.wait_soft(&stop).await {
+            break;
         }
         let requested = progress.chunk_size_request.swap(0, Relaxed);
         if requested != 0 {
-            size = requested.clamp(MIN_CHUNK, MAX_CHUNK);
+            size.store(requested.clamp(MIN_CHUNK, MAX_CHUNK), Relaxed);
         }
         // the chunk's upper bound: `size` rows on, but never past `max`
         let (le_max, le_params) = compare_predicate(&t.key_orig, Cmp::Le, &max);
@@ -127,12 +168,16 @@ pub async fn copy(
             "SELECT /* zdm-ost */ {keys} FROM {} FORCE INDEX ({}) WHERE {where_sql} ORDER BY {keys} LIMIT 1 OFFSET {}",
             t.orig_q(),
             quote_ident(&t.key_index),
-            size - 1
+            size.load(Relaxed) - 1
         );
-        let hi: Option<mysql_async::Row> = conn
-            .exec_first(boundary_sql, params)
-            .await
-            .map_err(|e| fatal("(chunk boundary)", &e))?;
+        let hi: Option<mysql_async::Row> = match conn.exec_first(boundary_sql, params).await {
+            Ok(h) => h,
+            Err(e) => {
+                stop.cancel();
+                join(workers).await?;
+                return Err(fatal("(chunk boundary)", &e));
+            }
+        };
         let last = hi.is_none();
         let hi: Key = match hi {
             Some(r) => r
@@ -142,39 +187,147 @@ pub async fn copy(
                 .collect(),
             None => max.clone(),
         };
-        let range = format!(
-            "{} .. {}",
-            prev.as_ref()
-                .map(|p| format!("after {}", display_key(&t.key_orig, p)))
-                .unwrap_or_else(|| "from the start".into()),
-            display_key(&t.key_orig, &hi)
-        );
-        let started = Instant::now();
-        let rows = copy_chunk(
-            conn,
-            endpoint,
-            t,
-            prev.as_ref(),
-            Some(&hi),
-            &range,
-            &progress,
-            &cancel,
-        )
-        .await?;
-        progress.set_watermark(&hi);
-        // (a test's pause here counts as chunk time, like a slow server would)
-        crate::failpoint::hit("copy").await;
-        let took = started.elapsed();
-        copied += rows;
-        progress.copied_rows.fetch_add(rows, Relaxed);
-        progress.chunks.fetch_add(1, Relaxed);
-        // aim the next chunk at the target time; grow at most 2x, shrink at most 4x per step
-        let ratio = opts.chunk_time.as_secs_f64() / took.as_secs_f64().max(0.001);
-        size = ((size as f64 * ratio.clamp(0.25, 2.0)) as u64).clamp(MIN_CHUNK, MAX_CHUNK);
-        progress.chunk_size.store(size, Relaxed);
+        let chunk = Chunk {
+            index,
+            lo: prev.clone(),
+            hi: hi.clone(),
+        };
+        index += 1;
+        tokio::select! {
+            r = tx.send(chunk) => if r.is_err() { break; },
+            _ = stop.cancelled() => break,
+        }
         prev = Some(hi);
         if last {
-            return Ok(copied);
+            break;
+        }
+    }
+    drop(tx);
+    let copied = join(workers).await?;
+    if cancel.is_cancelled() {
+        return Err(CopyError::Cancelled);
+    }
+    Ok(copied)
+}
+
+/// Waits for every worker; the first error wins. Returns rows copied.
+async fn join(
+    workers: Vec<tokio::task::JoinHandle<Result<u64, CopyError>>>,
+) -> Result<u64, CopyError> {
+    let mut copied = 0;
+    let mut first_err = None;
+    for w in workers {
+        match w.await {
+            Ok(Ok(n)) => copied += n,
+            Ok(Err(e)) => {
+                if first_err.is_none() || matches!(first_err, Some(CopyError::Cancelled)) {
+                    first_err = Some(e);
+                }
+            }
+            Err(join) => {
+                first_err.get_or_insert(CopyError::Fatal {
+                    table: String::new(),
+                    range: String::new(),
+                    message: format!("a copy worker crashed: {join}"),
+                });
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(copied),
+    }
+}
+
+/// One range of the key, `(lo, hi]`, numbered in key order.
+struct Chunk {
+    index: u64,
+    lo: Option<Key>,
+    hi: Key,
+}
+
+/// The low watermark: the key up to which every chunk is done, whatever order chunks finish in.
+#[derive(Default)]
+struct Watermark {
+    next: u64,
+    done: BTreeMap<u64, Key>,
+}
+
+struct Worker {
+    endpoint: crate::conn::Endpoint,
+    tables: Arc<Tables>,
+    progress: Arc<Progress>,
+    throttle: Arc<crate::throttle::Throttle>,
+    size: Arc<AtomicU64>,
+    chunk_time: Duration,
+    watermark: Arc<Mutex<Watermark>>,
+    rx: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Chunk>>>,
+    stop: CancellationToken,
+}
+
+impl Worker {
+    async fn run(&self, conn: &mut Conn) -> Result<u64, CopyError> {
+        let t = &*self.tables;
+        let mut copied = 0;
+        loop {
+            let chunk = {
+                let mut rx = self.rx.lock().await;
+                tokio::select! {
+                    c = rx.recv() => c,
+                    _ = self.stop.cancelled() => return Err(CopyError::Cancelled),
+                }
+            };
+            let Some(chunk) = chunk else {
+                return Ok(copied);
+            };
+            if !self.throttle.wait_soft(&self.stop).await {
+                return Err(CopyError::Cancelled);
+            }
+            let range = format!(
+                "{} .. {}",
+                chunk
+                    .lo
+                    .as_ref()
+                    .map(|p| format!("after {}", display_key(&t.key_orig, p)))
+                    .unwrap_or_else(|| "from the start".into()),
+                display_key(&t.key_orig, &chunk.hi)
+            );
+            let started = Instant::now();
+            let rows = copy_chunk(
+                conn,
+                &self.endpoint,
+                t,
+                chunk.lo.as_ref(),
+                Some(&chunk.hi),
+                &range,
+                &self.progress,
+                &self.stop,
+            )
+            .await?;
+            {
+                let mut w = self.watermark.lock().unwrap_or_else(|p| p.into_inner());
+                w.done.insert(chunk.index, chunk.hi);
+                loop {
+                    let next = w.next;
+                    let Some(k) = w.done.remove(&next) else {
+                        break;
+                    };
+                    self.progress.set_watermark(&k);
+                    w.next += 1;
+                }
+            }
+            // (a test's pause here counts as chunk time, like a slow server would)
+            crate::failpoint::hit("copy").await;
+            let took = started.elapsed();
+            copied += rows;
+            self.progress.copied_rows.fetch_add(rows, Relaxed);
+            self.progress.chunks.fetch_add(1, Relaxed);
+            // aim the next chunk at the target time; grow at most 2x, shrink at most 4x per step
+            let ratio = self.chunk_time.as_secs_f64() / took.as_secs_f64().max(0.001);
+            let size = self.size.load(Relaxed);
+            let next = ((size as f64 * ratio.clamp(0.25, 2.0)) as u64).clamp(MIN_CHUNK, MAX_CHUNK);
+            self.size.store(next, Relaxed);
+            self.progress.chunk_size.store(next, Relaxed);
         }
     }
 }

@@ -64,6 +64,8 @@ pub struct ExecOptions {
     pub progress_bar: bool,
     /// Run an INSTANT-class change natively instead of copying.
     pub attempt_instant_ddl: bool,
+    /// Copy workers.
+    pub threads: usize,
 }
 
 /// What a finished migration reports.
@@ -606,6 +608,7 @@ impl Run<'_> {
             chunk_size: self.opts.chunk_size,
             chunk_time: self.opts.chunk_time,
             start_after: watermark,
+            threads: self.opts.threads,
         };
         let copy_tables = Arc::clone(tables);
         let copy_progress = Arc::clone(&self.progress);

@@ -116,6 +116,17 @@ async fn under_load(
     new_cols: &str,
     ctl_cols: &str,
 ) -> TestDb {
+    under_load_with(test, alter, shape_cols, new_cols, ctl_cols, &FAST_COPY).await
+}
+
+async fn under_load_with(
+    test: &str,
+    alter: &str,
+    shape_cols: Vec<(&'static str, Gen, bool)>,
+    new_cols: &str,
+    ctl_cols: &str,
+    args: &[&str],
+) -> TestDb {
     let mut db = TestDb::new(test).await;
     std_table(&mut db, 4000).await;
     let shape = std_shape(shape_cols, 4000);
@@ -129,7 +140,7 @@ async fn under_load(
     )
     .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let (code, out, err) = migrate(&db.name, alter, &FAST_COPY).await;
+    let (code, out, err) = migrate(&db.name, alter, args).await;
     assert_eq!(code, Some(0), "migration failed:\n{err}");
     let s = summary(&out);
     assert_eq!(s["copied_rows"].as_u64().map(|n| n > 0), Some(true), "{s}");
@@ -861,5 +872,26 @@ async fn instant_class_change_runs_natively_without_a_copy() {
     let s = summary(&out);
     assert_eq!(s["path"], "copy", "{s}");
     assert_eq!(s["copied_rows"], 2000);
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn parallel_copy_under_load_loses_nothing() {
+    let db = under_load_with(
+        "m_parallel",
+        "MODIFY a BIGINT NOT NULL",
+        std_cols(),
+        "id, a, b, c, d",
+        "id, a, b, c, d",
+        &[
+            "--threads",
+            "4",
+            "--chunk-size",
+            "100",
+            "--chunk-time",
+            "0.01",
+        ],
+    )
+    .await;
     db.drop_db().await;
 }

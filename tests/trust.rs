@@ -178,7 +178,15 @@ async fn resume_after_sigkill_at_random_moments_loses_nothing() {
     .await;
     // slow the copy down (a pause in every chunk) so that every kill lands inside it
     let slow = [("ZDM_FAILPOINT", "copy~50")];
-    let copy_args = ["--chunk-size", "50", "--chunk-time", "0.06", "--resume"];
+    let copy_args = [
+        "--chunk-size",
+        "50",
+        "--chunk-time",
+        "0.06",
+        "--threads",
+        "3",
+        "--resume",
+    ];
     let mut rng = rand::thread_rng();
     let mut kills = 0;
     let mut progress_seen = Vec::new();
