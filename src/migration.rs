@@ -390,12 +390,7 @@ impl Run<'_> {
 
         // Expand: the ghost with the ALTER applied, the changelog, the checkpoint.
         let ghost_q = qualified(db, &n.ghost);
-        let q = |what: &'static str| {
-            move |e: mysql_async::Error| Error::Sql {
-                what,
-                reason: server_message(&e),
-            }
-        };
+        let q = sql_err;
         if self.resume.is_none() {
             conn.query_drop(format!(
                 "CREATE /* zdm-ost */ TABLE {ghost_q} LIKE {}",
@@ -838,12 +833,7 @@ async fn check_resumable(
     names: &TableNames,
     alter: &str,
 ) -> Result<Checkpoint, Error> {
-    let q = |what: &'static str| {
-        move |e: mysql_async::Error| Error::Sql {
-            what,
-            reason: server_message(&e),
-        }
-    };
+    let q = sql_err;
     let c = checkpoint::read(conn, db, &names.checkpoint)
         .await
         .map_err(q("reading the checkpoint"))?
@@ -947,6 +937,14 @@ async fn choose_server_id(conn: &mut Conn, wanted: Option<u32>) -> Result<u32, E
     }
 }
 
+/// Maps a server error to `Error::Sql` naming what was being done.
+fn sql_err(what: &'static str) -> impl Fn(mysql_async::Error) -> Error {
+    move |e| Error::Sql {
+        what,
+        reason: server_message(&e),
+    }
+}
+
 /// Drops what a zdm-ost run leaves behind: ghost, changelog, probe, and the sentry (only if it
 /// is zdm-ost's own, recognised by its comment: `<t>_zdm_old` may be a real old table).
 pub async fn drop_helpers(
@@ -955,12 +953,7 @@ pub async fn drop_helpers(
     names: &TableNames,
     announce: bool,
 ) -> Result<(), Error> {
-    let q = |what: &'static str| {
-        move |e: mysql_async::Error| Error::Sql {
-            what,
-            reason: server_message(&e),
-        }
-    };
+    let q = sql_err;
     for t in [
         &names.ghost,
         &names.changelog,
@@ -998,12 +991,7 @@ async fn drop_our_sentry(
     names: &TableNames,
     announce: bool,
 ) -> Result<(), Error> {
-    let q = |what: &'static str| {
-        move |e: mysql_async::Error| Error::Sql {
-            what,
-            reason: server_message(&e),
-        }
-    };
+    let q = sql_err;
     let comment: Option<String> = conn
         .exec_first(
             "SELECT /* zdm-ost */ TABLE_COMMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",

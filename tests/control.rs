@@ -8,39 +8,26 @@ use std::path::PathBuf;
 
 use std::time::Duration;
 
+use common::fixtures::*;
 use common::run::Running;
-use common::writer::{Gen, KeyShape, Shape, Writers};
+use common::writer::{Gen, Shape, Writers};
 use common::*;
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Row};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
-const STD_TABLE: &str = "(id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY, a INT NOT NULL, \
-     b VARCHAR(100) NULL, c DATETIME(6) NULL, d DECIMAL(20,6) NOT NULL DEFAULT 0, KEY ka (a))";
 const ALTER: &str = "ADD COLUMN note TEXT NULL";
 
-async fn std_table(db: &mut TestDb, rows: u64) {
-    db.exec(&format!("CREATE TABLE t {STD_TABLE}")).await;
-    db.exec(&format!("CREATE TABLE ctl {STD_TABLE}")).await;
-    db.exec(&format!(
-        "INSERT INTO t (id, a, b, c, d) SELECT seq, seq % 1000, CONCAT('b', seq), '2024-01-01' + INTERVAL seq SECOND, seq / 7 FROM seq_1_to_{rows}"
-    ))
-    .await;
-    db.exec("INSERT INTO ctl SELECT * FROM t").await;
-}
-
+/// The writer without column c.
 fn shape(seeded: u64) -> Shape {
-    Shape {
-        table: "t".into(),
-        control: "ctl".into(),
-        key: KeyShape::Single("id"),
-        cols: vec![
+    std_shape(
+        vec![
             ("a", Gen::Int, false),
             ("b", Gen::Str, true),
             ("d", Gen::Decimal, false),
         ],
         seeded,
-    }
+    )
 }
 
 fn scratch(test: &str) -> PathBuf {
@@ -97,28 +84,6 @@ async fn columns(conn: &mut Conn) -> Vec<String> {
     conn.query("SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 't' ORDER BY ORDINAL_POSITION")
         .await
         .unwrap()
-}
-
-async fn assert_same_as_control(conn: &mut Conn) {
-    let a: Vec<Row> = conn
-        .query("SELECT id, a, b, c, d FROM t ORDER BY id")
-        .await
-        .unwrap();
-    let b: Vec<Row> = conn
-        .query("SELECT id, a, b, c, d FROM ctl ORDER BY id")
-        .await
-        .unwrap();
-    let a: Vec<_> = a.into_iter().map(|r| r.unwrap()).collect();
-    let b: Vec<_> = b.into_iter().map(|r| r.unwrap()).collect();
-    assert_eq!(a.len(), b.len());
-    assert!(a == b, "tables differ");
-}
-
-fn error_line(err: &str) -> String {
-    err.lines()
-        .find(|l| l.starts_with("zdm-ost: error: "))
-        .unwrap_or_else(|| panic!("no error line:\n{err}"))
-        .to_string()
 }
 
 /// Restarts the replica's SQL thread even if the test fails halfway.

@@ -7,48 +7,14 @@ mod common;
 
 use std::time::Duration;
 
+use common::fixtures::*;
 use common::run::Running;
 use common::writer::{Gen, KeyShape, Shape, Writers};
 use common::*;
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Row};
 
-const STD_TABLE: &str = "(id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY, a INT NOT NULL, \
-     b VARCHAR(100) NULL, c DATETIME(6) NULL, d DECIMAL(20,6) NOT NULL DEFAULT 0, KEY ka (a))";
 const FAST_COPY: [&str; 4] = ["--chunk-size", "200", "--chunk-time", "0.02"];
-
-fn std_shape(cols: Vec<(&'static str, Gen, bool)>, seeded: u64) -> Shape {
-    Shape {
-        table: "t".into(),
-        control: "ctl".into(),
-        key: KeyShape::Single("id"),
-        cols,
-        seeded,
-    }
-}
-
-fn std_cols() -> Vec<(&'static str, Gen, bool)> {
-    vec![
-        ("a", Gen::Int, false),
-        ("b", Gen::Str, true),
-        ("c", Gen::DateTime6, true),
-        ("d", Gen::Decimal, false),
-    ]
-}
-
-/// Creates `t` and `ctl` with the same definition, seeds `rows` rows into both.
-async fn std_table(db: &mut TestDb, rows: u64) {
-    db.exec(&format!("CREATE TABLE t {STD_TABLE}")).await;
-    db.exec(&format!("CREATE TABLE ctl {STD_TABLE}")).await;
-    if rows > 0 {
-        db.exec(&format!(
-            "INSERT INTO t (id, a, b, c, d) SELECT seq, seq % 1000, CONCAT('b', seq), '2024-01-01' + INTERVAL seq SECOND, seq / 7 \
-             FROM seq_1_to_{rows}"
-        ))
-        .await;
-        db.exec("INSERT INTO ctl SELECT * FROM t").await;
-    }
-}
 
 async fn migrate(db: &str, alter: &str, extra: &[&str]) -> (Option<i32>, String, String) {
     let mut args = vec!["--table", "t", "--alter", alter, "--execute", "--json"];
@@ -63,35 +29,6 @@ fn summary(out: &str) -> serde_json::Value {
         serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
     assert_eq!(v["ok"], true, "{out}");
     v["summary"].clone()
-}
-
-async fn rows(conn: &mut Conn, sql: &str) -> Vec<Vec<mysql_async::Value>> {
-    let rows: Vec<Row> = conn
-        .query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    rows.into_iter().map(|r| r.unwrap()).collect()
-}
-
-/// The new table projected by `new_sql` equals the control table projected by `ctl_sql`.
-async fn assert_same_rows(conn: &mut Conn, new_sql: &str, ctl_sql: &str) -> usize {
-    let a = rows(conn, new_sql).await;
-    let b = rows(conn, ctl_sql).await;
-    if a != b {
-        let first = a
-            .iter()
-            .zip(b.iter())
-            .position(|(x, y)| x != y)
-            .unwrap_or(a.len().min(b.len()));
-        panic!(
-            "tables differ: {} rows vs {} control rows; first difference at row {first}:\n  new: {:?}\n  ctl: {:?}",
-            a.len(),
-            b.len(),
-            a.get(first),
-            b.get(first)
-        );
-    }
-    a.len()
 }
 
 async fn assert_helpers_gone(db: &mut TestDb, keep_old: bool) {

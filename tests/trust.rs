@@ -6,81 +6,21 @@ mod common;
 
 use std::time::Duration;
 
+use common::fixtures::*;
 use common::run::Running;
-use common::writer::{Gen, KeyShape, Shape, Writers};
+use common::writer::Writers;
 use common::*;
 use mysql_async::prelude::*;
-use mysql_async::{Conn, Row};
+use mysql_async::Row;
 use rand::Rng;
 
-const STD_TABLE: &str = "(id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY, a INT NOT NULL, \
-     b VARCHAR(100) NULL, c DATETIME(6) NULL, d DECIMAL(20,6) NOT NULL DEFAULT 0, KEY ka (a))";
 const ALTER: &str = "ADD COLUMN note TEXT NULL";
-
-async fn std_table(db: &mut TestDb, rows: u64) {
-    db.exec(&format!("CREATE TABLE t {STD_TABLE}")).await;
-    db.exec(&format!("CREATE TABLE ctl {STD_TABLE}")).await;
-    db.exec(&format!(
-        "INSERT INTO t (id, a, b, c, d) SELECT seq, seq % 1000, CONCAT('b', seq), '2024-01-01' + INTERVAL seq SECOND, seq / 7 FROM seq_1_to_{rows}"
-    ))
-    .await;
-    db.exec("INSERT INTO ctl SELECT * FROM t").await;
-}
-
-fn shape(seeded: u64) -> Shape {
-    Shape {
-        table: "t".into(),
-        control: "ctl".into(),
-        key: KeyShape::Single("id"),
-        cols: vec![
-            ("a", Gen::Int, false),
-            ("b", Gen::Str, true),
-            ("c", Gen::DateTime6, true),
-            ("d", Gen::Decimal, false),
-        ],
-        seeded,
-    }
-}
-
-async fn rows(conn: &mut Conn, sql: &str) -> Vec<Vec<mysql_async::Value>> {
-    let rows: Vec<Row> = conn
-        .query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    rows.into_iter().map(|r| r.unwrap()).collect()
-}
-
-async fn assert_same_as_control(conn: &mut Conn) {
-    let a = rows(conn, "SELECT id, a, b, c, d FROM t ORDER BY id").await;
-    let b = rows(conn, "SELECT id, a, b, c, d FROM ctl ORDER BY id").await;
-    if a != b {
-        let first = a
-            .iter()
-            .zip(b.iter())
-            .position(|(x, y)| x != y)
-            .unwrap_or(a.len().min(b.len()));
-        panic!(
-            "tables differ: {} vs {} control rows; first at {first}: {:?} vs {:?}",
-            a.len(),
-            b.len(),
-            a.get(first),
-            b.get(first)
-        );
-    }
-}
 
 /// zdm-ost migrating `t` with [`ALTER`], `--execute`, plus `args`.
 fn zdm(port: u16, db: &str, args: &[&str], env: &[(&str, &str)]) -> Running {
     let mut all = vec!["--table", "t", "--alter", ALTER, "--execute"];
     all.extend_from_slice(args);
     Running::spawn(port, db, &all, env)
-}
-
-fn error_line(err: &str) -> String {
-    err.lines()
-        .find(|l| l.starts_with("zdm-ost: error: "))
-        .unwrap_or_else(|| panic!("no error line:\n{err}"))
-        .to_string()
 }
 
 #[tokio::test]
@@ -90,7 +30,7 @@ async fn checksum_finds_and_repairs_a_row_changed_behind_the_tools_back() {
     let writers = Writers::start(
         primary_port(),
         &db.name,
-        &shape(12_000),
+        &std_shape(std_cols(), 12_000),
         1,
         Duration::from_millis(2),
         true, // insert-only: nothing re-syncs the tampered rows by chance
@@ -170,7 +110,7 @@ async fn resume_after_sigkill_at_random_moments_loses_nothing() {
     let writers = Writers::start(
         primary_port(),
         &db.name,
-        &shape(100_000),
+        &std_shape(std_cols(), 100_000),
         2,
         Duration::from_millis(2),
         false,

@@ -199,5 +199,6 @@ pub fn stop_instance(name: &str) {
         .arg(name)
         .status();
 }
+pub mod fixtures;
 pub mod run;
 pub mod writer;
