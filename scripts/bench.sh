@@ -2,7 +2,10 @@
 # zdm-ost benchmark: one command, one run, interleaved rounds.
 #
 #   scripts/bench.sh [--rows N] [--rounds N] [--rate TXN_PER_S] [--methods "native ptosc zdm"]
-#                    [--zdm-args "--chunk-time 0.1"]
+#                    [--modes "idle load unpaced"] [--zdm-args "--chunk-time 0.1"]
+#
+# Mode `unpaced` (zdm-ost only) runs the load as fast as it goes, to show whether the applier
+# keeps up: changed keys applied per second and the largest backlog.
 #
 # Builds a sysbench-style table (id, k, c CHAR(120), pad CHAR(60), index on k) on the local test
 # primary, applies a change that forces a table copy (MODIFY k BIGINT NOT NULL DEFAULT 0) with
@@ -14,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-ROWS=1000000 ROUNDS=3 RATE=500 METHODS="native ptosc zdm" ZDM_ARGS=""
+ROWS=1000000 ROUNDS=3 RATE=500 METHODS="native ptosc zdm" MODES="idle load unpaced" ZDM_ARGS=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --rows) ROWS=$2; shift 2 ;;
@@ -22,6 +25,7 @@ while [ $# -gt 0 ]; do
     --rate) RATE=$2; shift 2 ;;
     --methods) METHODS=$2; shift 2 ;;
     --zdm-args) ZDM_ARGS=$2; shift 2 ;;
+    --modes) MODES=$2; shift 2 ;;
     *) echo "usage: $0 [--rows N] [--rounds N] [--rate N] [--methods \"native ptosc zdm\"]" >&2; exit 2 ;;
   esac
 done
@@ -61,7 +65,7 @@ run_method() { # method -> prints wall seconds; zdm's RSS to $OUT/rss
              --execute --recursion-method=none --no-check-alter --set-vars lock_wait_timeout=5 \
              --chunk-time 0.5 --critical-load Threads_running=1000 --max-load Threads_running=500 >"$OUT/ptosc.log" 2>&1 ;;
     zdm) /usr/bin/time -v ./target/release/zdm-ost --host 127.0.0.1 --port "$PORT" --database bench --table sbtest \
-             --alter "$ALTER" --execute --ok-to-drop-table $ZDM_ARGS >"$OUT/zdm.out" 2>"$OUT/zdm.err"
+             --alter "$ALTER" --execute --ok-to-drop-table --json $ZDM_ARGS >"$OUT/zdm.out" 2>"$OUT/zdm.err"
          awk -F': ' '/Maximum resident set size/ {print $2}' "$OUT/zdm.err" >"$OUT/rss" ;;
   esac
   t1=$(date +%s.%N)
@@ -78,24 +82,28 @@ correct() { # table == control, over the original columns
 echo "zdm-ost extra args: ${ZDM_ARGS:-none}" >&2
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $(sql -N -e 'SELECT VERSION()'); rows $ROWS; rounds $ROUNDS; load $RATE txn/s" >&2
 for round in $(seq 1 "$ROUNDS"); do
-  for mode in idle load; do
+  for mode in $MODES; do
     for m in $METHODS; do
+      [ "$mode" = unpaced ] && [ "$m" != zdm ] && continue
       reset_table
       stop="$OUT/stop"; rm -f "$stop" "$OUT/rss"
-      if [ "$mode" = load ]; then
-        ./target/release/examples/bench_load --port "$PORT" --rate "$RATE" --rows "$ROWS" --stop-file "$stop" >"$OUT/load.json" &
+      if [ "$mode" != idle ]; then
+        rate=$RATE; [ "$mode" = unpaced ] && rate=0
+        ./target/release/examples/bench_load --port "$PORT" --rate "$rate" --rows "$ROWS" --stop-file "$stop" >"$OUT/load.json" &
         load=$!
         sleep 1
       fi
       wall=$(run_method "$m") || wall="FAILED"
       load_json="{}"
-      if [ "$mode" = load ]; then
+      if [ "$mode" != idle ]; then
         sleep 1; touch "$stop"; wait $load || true
         load_json=$(cat "$OUT/load.json")
       fi
       ok=$(correct)
       rss=$(cat "$OUT/rss" 2>/dev/null || echo "")
-      echo "{\"round\": $round, \"mode\": \"$mode\", \"method\": \"$m\", \"wall\": \"$wall\", \"correct\": \"$ok\", \"rss_kb\": \"$rss\", \"load\": $load_json}" | tee -a "$OUT/results.jsonl" >&2
+      zsum="{}"
+      [ "$m" = zdm ] && zsum=$(python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1])).get("summary", {})))' "$OUT/zdm.out" 2>/dev/null || echo "{}")
+      echo "{\"round\": $round, \"mode\": \"$mode\", \"method\": \"$m\", \"wall\": \"$wall\", \"correct\": \"$ok\", \"rss_kb\": \"$rss\", \"load\": $load_json, \"zdm\": $zsum}" | tee -a "$OUT/results.jsonl" >&2
     done
   done
 done
@@ -107,7 +115,7 @@ def med(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
 out = []
-for mode in ("idle", "load"):
+for mode in ("idle", "load", "unpaced"):
     native = med([float(r["wall"]) for r in rows if r["mode"] == mode and r["method"] == "native" and r["wall"] != "FAILED"])
     for m in ("native", "ptosc", "zdm"):
         rs = [r for r in rows if r["mode"] == mode and r["method"] == m]
@@ -122,9 +130,11 @@ for mode in ("idle", "load"):
                     max([x["max_ms"] for x in l]) if l else None,
                     sum(x["errors"] for x in l) if l else None,
                     "yes" if all(r["correct"] == "yes" for r in rs) else "NO",
-                    max([int(r["rss_kb"]) for r in rs if r["rss_kb"]], default=None)))
+                    max([int(r["rss_kb"]) for r in rs if r["rss_kb"]], default=None),
+                    med([r["zdm"]["applied_changes"] / (r["zdm"]["total_ms"] / 1000) for r in rs if r.get("zdm", {}).get("total_ms")]),
+                    max([r["zdm"]["max_backlog"] for r in rs if r.get("zdm", {}).get("total_ms")], default=None)))
 f = lambda v, fmt: "-" if v is None else fmt.format(v)
-print(f"{'mode':5} {'method':7} {'median s':>9} {'x native':>9} {'load tps':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'app errs':>8} {'correct':>7} {'peak RSS':>9}")
-for mode, m, wall, ratio, tps, p50, p99, mx, errs, ok, rss in out:
-    print(f"{mode:5} {m:7} {f(wall,'{:.2f}'):>9} {f(ratio,'{:.2f}'):>9} {f(tps,'{:.0f}'):>9} {f(p50,'{:.1f}'):>8} {f(p99,'{:.1f}'):>8} {f(mx,'{:.0f}'):>8} {f(errs,'{}'):>8} {ok:>7} {f(rss and rss/1024,'{:.0f} MB'):>9}")
+print(f"{'mode':7} {'method':7} {'median s':>9} {'x native':>9} {'load tps':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'app errs':>8} {'correct':>7} {'peak RSS':>9} {'applied/s':>9} {'max backlog':>11}")
+for mode, m, wall, ratio, tps, p50, p99, mx, errs, ok, rss, aps, mb in out:
+    print(f"{mode:7} {m:7} {f(wall,'{:.2f}'):>9} {f(ratio,'{:.2f}'):>9} {f(tps,'{:.0f}'):>9} {f(p50,'{:.1f}'):>8} {f(p99,'{:.1f}'):>8} {f(mx,'{:.0f}'):>8} {f(errs,'{}'):>8} {ok:>7} {f(rss and rss/1024,'{:.0f} MB'):>9} {f(aps,'{:.0f}'):>9} {f(mb,'{}'):>11}")
 PY

@@ -61,9 +61,9 @@ impl Applier {
 
     pub fn add(&mut self, keys: Vec<Key>) {
         self.pending.extend(keys);
-        self.progress
-            .backlog
-            .store(self.pending.len() as u64, Relaxed);
+        let n = self.pending.len() as u64;
+        self.progress.backlog.store(n, Relaxed);
+        self.progress.max_backlog.fetch_max(n, Relaxed);
     }
 
     pub fn backlog(&self) -> usize {

@@ -78,6 +78,8 @@ pub struct Summary {
     pub path: &'static str,
     pub copied_rows: u64,
     pub applied_changes: u64,
+    /// The most changed keys ever waiting to be applied at once.
+    pub max_backlog: u64,
     pub copy_ms: u64,
     /// `None` with --skip-checksum.
     pub checksum: Option<VerifyStats>,
@@ -309,6 +311,7 @@ async fn instant(
                     path: "instant",
                     copied_rows: 0,
                     applied_changes: 0,
+                    max_backlog: 0,
                     copy_ms: 0,
                     checksum: None,
                     cut_over: CutoverStats::default(),
@@ -519,6 +522,7 @@ impl Run<'_> {
             path: "copy",
             copied_rows: copied,
             applied_changes: self.progress.applied_keys.load(Relaxed),
+            max_backlog: self.progress.max_backlog.load(Relaxed),
             copy_ms,
             checksum,
             cut_over,

@@ -50,6 +50,8 @@ pub struct Progress {
     pub applied_keys: AtomicU64,
     /// Keys waiting to be applied.
     pub backlog: AtomicU64,
+    /// The largest backlog seen.
+    pub max_backlog: AtomicU64,
     pub conflicts: AtomicU64,
     phase: Mutex<Phase>,
     binlog_pos: Mutex<Option<BinlogPos>>,
@@ -73,6 +75,7 @@ impl Default for Progress {
             row_events: AtomicU64::new(0),
             applied_keys: AtomicU64::new(0),
             backlog: AtomicU64::new(0),
+            max_backlog: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),
             phase: Mutex::new(Phase::Inspecting),
             binlog_pos: Mutex::new(None),
