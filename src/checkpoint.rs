@@ -95,12 +95,7 @@ pub async fn read(
     db: &str,
     name: &str,
 ) -> Result<Option<Checkpoint>, mysql_async::Error> {
-    let exists: Option<String> = conn
-        .exec_first(
-            "SELECT /* zdm-ost */ TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-            (db, name),
-        )
-        .await?;
+    let exists = crate::inspect::table_comment(conn, db, name).await?;
     if exists.is_none() {
         return Ok(None);
     }

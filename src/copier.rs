@@ -23,7 +23,7 @@ use mysql_async::Conn;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::backoff;
-use crate::key::{compare_predicate, display_key, range_predicate, Cmp, Key, KeyPart};
+use crate::key::{compare_predicate, display_range, range_predicate, Cmp, Key, KeyPart};
 use crate::progress::Progress;
 use crate::resync::{classify, describe_offending_row, resync, Failure, Mode, Selection, Tables};
 use crate::sql::{ident_list, quote_ident, server_message};
@@ -283,15 +283,7 @@ impl Worker {
             if !self.throttle.wait_soft(&self.stop).await {
                 return Err(CopyError::Cancelled);
             }
-            let range = format!(
-                "{} .. {}",
-                chunk
-                    .lo
-                    .as_ref()
-                    .map(|p| format!("after {}", display_key(&t.key_orig, p)))
-                    .unwrap_or_else(|| "from the start".into()),
-                display_key(&t.key_orig, &chunk.hi)
-            );
+            let range = display_range(&t.key_orig, chunk.lo.as_ref(), Some(&chunk.hi));
             let started = Instant::now();
             let rows = copy_chunk(
                 conn,

@@ -83,6 +83,20 @@ fn q(what: &'static str) -> impl FnOnce(mysql_async::Error) -> PreflightError {
     }
 }
 
+/// The comment of table `db`.`name`, `None` when there is no such table: the one place that
+/// asks whether a table exists.
+pub async fn table_comment(
+    conn: &mut Conn,
+    db: &str,
+    name: &str,
+) -> Result<Option<String>, mysql_async::Error> {
+    conn.exec_first(
+        "SELECT /* zdm-ost */ TABLE_COMMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+        (db, name),
+    )
+    .await
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ColumnInfo {
     pub name: String,
@@ -479,11 +493,7 @@ async fn check_leftovers(
         ]
     };
     for name in helpers {
-        let found: Option<String> = conn
-            .exec_first(
-                "SELECT /* zdm-ost */ TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                (db, name.as_str()),
-            )
+        let found = table_comment(conn, db, name)
             .await
             .map_err(q("leftover helper tables"))?;
         if found.is_none() {

@@ -259,6 +259,17 @@ pub fn display_key(cols: &[String], key: &Key) -> String {
     }
 }
 
+/// A key range `(lo, hi]` shown to a person: `after id=1 .. up to id=9`, open ends spelt out.
+pub fn display_range(cols: &[String], lo: Option<&Key>, hi: Option<&Key>) -> String {
+    format!(
+        "{} .. {}",
+        lo.map(|k| format!("after {}", display_key(cols, k)))
+            .unwrap_or_else(|| "from the start".into()),
+        hi.map(|k| format!("up to {}", display_key(cols, k)))
+            .unwrap_or_else(|| "to the end".into())
+    )
+}
+
 fn display_part(v: &KeyPart) -> String {
     match v {
         KeyPart::Int(i) => i.to_string(),

@@ -857,11 +857,7 @@ async fn check_resumable(
         Ok(h) => h,
         Err(_) => {
             // no ghost: either the swap already happened (killed during clean-up), or it is lost
-            let old: Option<String> = conn
-                .exec_first(
-                    "SELECT /* zdm-ost */ TABLE_COMMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                    (db, names.old.as_str()),
-                )
+            let old = crate::inspect::table_comment(conn, db, &names.old)
                 .await
                 .map_err(q("looking for the old table"))?;
             return Err(Error::Resume(match old {
@@ -894,14 +890,12 @@ async fn check_resumable(
             c.pos
         )));
     }
-    for t in [&names.probe] {
-        conn.query_drop(format!(
-            "DROP /* zdm-ost */ TABLE IF EXISTS {}",
-            qualified(db, t)
-        ))
-        .await
-        .map_err(q("dropping a leftover table"))?;
-    }
+    conn.query_drop(format!(
+        "DROP /* zdm-ost */ TABLE IF EXISTS {}",
+        qualified(db, &names.probe)
+    ))
+    .await
+    .map_err(q("dropping a leftover table"))?;
     drop_our_sentry(conn, db, names, false).await?;
     tracing::info!(
         "resuming the migration interrupted at {} (phase {}, checkpoint of {})",
@@ -964,11 +958,7 @@ pub async fn drop_helpers(
         &names.checkpoint,
         &names.probe,
     ] {
-        let exists: Option<String> = conn
-            .exec_first(
-                "SELECT /* zdm-ost */ TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                (db, t.as_str()),
-            )
+        let exists = crate::inspect::table_comment(conn, db, t)
             .await
             .map_err(q("looking for leftover tables"))?;
         if exists.is_some() {
@@ -996,11 +986,7 @@ async fn drop_our_sentry(
     announce: bool,
 ) -> Result<(), Error> {
     let q = sql_err;
-    let comment: Option<String> = conn
-        .exec_first(
-            "SELECT /* zdm-ost */ TABLE_COMMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-            (db, names.old.as_str()),
-        )
+    let comment = crate::inspect::table_comment(conn, db, &names.old)
         .await
         .map_err(q("looking for a leftover sentry"))?;
     if comment.as_deref() == Some(SENTRY_COMMENT) {

@@ -148,6 +148,7 @@ pub async fn probe(
             qualified(db, &names.original)
         ))
         .await;
+    let was_created = created.is_ok();
     let result = match created {
         Err(e) if server_code(&e) == Some(1050) => Err(PlanError::ProbeExists {
             name: probe.clone(),
@@ -158,14 +159,6 @@ pub async fn probe(
             _ = cancel.cancelled() => Err(PlanError::Cancelled),
         },
     };
-    let was_created = !matches!(
-        result,
-        Err(PlanError::ProbeExists { .. })
-            | Err(PlanError::Query {
-                what: "creating the probe table",
-                ..
-            })
-    );
     if was_created {
         // A cancelled statement may have left the connection mid-result: use a fresh one if
         // this one cannot drop the table.

@@ -29,7 +29,7 @@ use crate::apply::{FollowError, Follower};
 use crate::changelog::write_sentinel;
 use crate::conn::Endpoint;
 use crate::inspect::TableInfo;
-use crate::key::{compare_predicate, display_key, range_predicate, Cmp, Key, KeyPart};
+use crate::key::{compare_predicate, display_range, range_predicate, Cmp, Key, KeyPart};
 use crate::progress::Progress;
 use crate::resync::Tables;
 use crate::sql::{ident_list, quote_ident, server_code, server_message};
@@ -421,17 +421,7 @@ async fn chunk_ranges(s: &mut Conn, t: &Tables) -> Result<Vec<Range>, VerifyErro
 fn describe(cols: &[String], ranges: &[Range]) -> String {
     ranges
         .iter()
-        .map(|(lo, hi)| {
-            format!(
-                "{} .. {}",
-                lo.as_ref()
-                    .map(|k| format!("after {}", display_key(cols, k)))
-                    .unwrap_or_else(|| "from the start".into()),
-                hi.as_ref()
-                    .map(|k| format!("up to {}", display_key(cols, k)))
-                    .unwrap_or_else(|| "to the end".into())
-            )
-        })
+        .map(|(lo, hi)| display_range(cols, lo.as_ref(), hi.as_ref()))
         .collect::<Vec<_>>()
         .join("; ")
 }
