@@ -110,6 +110,18 @@ impl Writers {
         Writers { stop, handles }
     }
 
+    /// Stops the writers and asserts they saw no error at all: application transactions may
+    /// stall while zdm-ost works, never fail.
+    pub async fn stop_without_errors(self) -> Report {
+        let report = self.stop().await;
+        assert!(
+            report.errors.is_empty(),
+            "application transactions failed: {:?}",
+            report.errors
+        );
+        report
+    }
+
     pub async fn stop(self) -> Report {
         self.stop.store(true, Ordering::Relaxed);
         let mut total = Report::default();
