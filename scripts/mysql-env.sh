@@ -103,7 +103,8 @@ start_one() {
     mariadb-install-db --defaults-file="$dir/my.cnf" --auth-root-authentication-method=normal \
       --skip-test-db >"$dir/install.log" 2>&1 || { cat "$dir/install.log" >&2; die "mariadb-install-db failed for $name"; }
   fi
-  : >"$dir/error.log"
+  # keep earlier runs' logs: a crash in a previous run must stay readable
+  printf '\n==== mysql-env: starting %s on port %s at %s ====\n' "$name" "$port" "$(date -u +%FT%TZ)" >>"$dir/error.log"
   "$(mariadbd_bin)" --defaults-file="$dir/my.cnf" >/dev/null 2>&1 &
   local i
   for i in $(seq 1 300); do

@@ -56,6 +56,8 @@ impl Running {
     pub async fn wait_for(&self, needle: &str, within: Duration) {
         let deadline = tokio::time::Instant::now() + within;
         loop {
+            // read before the lines: once stderr is closed every line is in
+            let exited = self.reader.is_finished();
             if self
                 .lines
                 .lock()
@@ -65,9 +67,15 @@ impl Running {
             {
                 return;
             }
+            // stderr closed: the process has exited and will never log it
             assert!(
-                tokio::time::Instant::now() < deadline,
-                "zdm-ost never logged `{needle}`:\n{}",
+                !exited && tokio::time::Instant::now() < deadline,
+                "zdm-ost {} `{needle}`:\n{}",
+                if exited {
+                    "exited without logging"
+                } else {
+                    "never logged"
+                },
                 self.stderr()
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
