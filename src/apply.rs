@@ -9,19 +9,25 @@
 //! An UPDATE that changes the key brings both keys. A hot row updated a thousand times between
 //! flushes costs one resync.
 //!
+//! While the copy runs on consistent (non-locking) reads, a changed key in a range the copy
+//! has not finished is **held back** until the chunk covering it has committed (see
+//! [`Frontier`]). The chunk's snapshot may miss a change made while it ran, or one whose binlog
+//! event was read before its commit became visible; the key's flush after the commit re-reads
+//! it. Nothing else writes into a range while its chunk runs, so copy and apply never collide.
+//!
 //! A flush never waits on an application's lock: its locking read is `NOWAIT`. A batch that
 //! hits a locked row backs off and retries; one that keeps conflicting is split, so a single
 //! long-locked row holds back only itself.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mysql_async::Conn;
 use tokio_util::sync::CancellationToken;
 
-use crate::key::{in_predicate, Key};
+use crate::key::{cmp_integer_keys, in_predicate, Key};
 use crate::progress::Progress;
 use crate::resync::{classify, describe_offending_row, resync, Failure, Mode, Selection, Tables};
 
@@ -44,17 +50,99 @@ pub enum ApplyError {
     Cancelled,
 }
 
+/// Where the copy stands, for the applier. Shared by the orchestrator (which opens and closes
+/// it around a copy on consistent reads), the copier (which moves it) and the applier (which
+/// holds back the keys it covers).
+#[derive(Debug, Default)]
+pub struct Frontier(Mutex<FrontierState>);
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum FrontierState {
+    /// No copy on consistent reads is running: every changed key is flushed.
+    #[default]
+    Open,
+    /// Keys above `done` (every chunk up to it has committed; `None`: nothing yet) and not
+    /// above `end` (the copy's last key; `None`: not known yet) wait for their chunk.
+    Copying { done: Option<Key>, end: Option<Key> },
+}
+
+impl FrontierState {
+    /// Whether a changed key must wait for the copy. Keys that cannot be ordered here wait
+    /// too (the orchestrator only starts a frontier over integer keys).
+    pub fn holds_back(&self, k: &Key) -> bool {
+        use std::cmp::Ordering::*;
+        match self {
+            FrontierState::Open => false,
+            FrontierState::Copying { done, end, .. } => {
+                let above_done = done
+                    .as_ref()
+                    .is_none_or(|d| !matches!(cmp_integer_keys(k, d), Some(Less | Equal)));
+                let within_end = end
+                    .as_ref()
+                    .is_none_or(|e| cmp_integer_keys(k, e) != Some(Greater));
+                above_done && within_end
+            }
+        }
+    }
+}
+
+impl Frontier {
+    /// A copy on consistent reads starts after `done` (a resumed copy) or from the start.
+    pub fn start(&self, done: Option<Key>) {
+        *self.lock() = FrontierState::Copying { done, end: None };
+    }
+
+    /// The copy's last key, once the copier has read it.
+    pub fn set_end(&self, k: &Key) {
+        if let FrontierState::Copying { end, .. } = &mut *self.lock() {
+            *end = Some(k.clone());
+        }
+    }
+
+    /// Every chunk up to `k` has committed.
+    pub fn advance(&self, k: &Key) {
+        if let FrontierState::Copying { done, .. } = &mut *self.lock() {
+            *done = Some(k.clone());
+        }
+    }
+
+    /// The copy is over (or stopped): nothing is held back any more.
+    pub fn open(&self) {
+        *self.lock() = FrontierState::Open;
+    }
+
+    pub fn is_copying(&self) -> bool {
+        *self.lock() != FrontierState::Open
+    }
+
+    pub fn get(&self) -> FrontierState {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FrontierState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 pub struct Applier {
     tables: Arc<Tables>,
+    /// Changed keys to flush.
     pending: HashSet<Key>,
+    /// Changed keys waiting for the copy to pass them, and the frontier they were sorted by.
+    held: HashSet<Key>,
+    held_by: FrontierState,
+    frontier: Arc<Frontier>,
     progress: Arc<Progress>,
 }
 
 impl Applier {
-    pub fn new(tables: Arc<Tables>, progress: Arc<Progress>) -> Self {
+    pub fn new(tables: Arc<Tables>, progress: Arc<Progress>, frontier: Arc<Frontier>) -> Self {
         Applier {
             tables,
             pending: HashSet::new(),
+            held: HashSet::new(),
+            held_by: FrontierState::Open,
+            frontier,
             progress,
         }
     }
@@ -66,8 +154,49 @@ impl Applier {
         self.progress.max_backlog.fetch_max(n, Relaxed);
     }
 
+    /// Keys to flush (held-back keys not counted).
     pub fn backlog(&self) -> usize {
         self.pending.len()
+    }
+
+    /// No key pending or held back: every change received has been flushed.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty() && self.held.is_empty()
+    }
+
+    /// With keys held back, the frontier's `done` key when they were sorted: every change to a
+    /// key at or below it has been flushed (or is pending). `None` when nothing is held.
+    pub fn held_below(&self) -> Option<Option<Key>> {
+        if self.held.is_empty() {
+            return None;
+        }
+        match &self.held_by {
+            FrontierState::Copying { done, .. } => Some(done.clone()),
+            FrontierState::Open => Some(None),
+        }
+    }
+
+    /// Sorts keys against the frontier as it is now: held keys it has passed become pending,
+    /// pending keys it has not reached are held.
+    fn sort_by_frontier(&mut self) {
+        let f = self.frontier.get();
+        // held keys are looked at again only when the frontier has moved
+        if f != self.held_by {
+            let (release, keep): (HashSet<Key>, HashSet<Key>) =
+                self.held.drain().partition(|k| !f.holds_back(k));
+            self.pending.extend(release);
+            self.held = keep;
+        }
+        if f != FrontierState::Open {
+            let (hold, go): (HashSet<Key>, HashSet<Key>) =
+                self.pending.drain().partition(|k| f.holds_back(k));
+            self.held.extend(hold);
+            self.pending = go;
+        }
+        self.held_by = f;
+        self.progress
+            .held_back
+            .store(self.held.len() as u64, Relaxed);
     }
 
     /// Re-syncs every pending key, in transactions of [`BATCH`] keys.
@@ -79,7 +208,7 @@ impl Applier {
         conn: &mut Conn,
         cancel: &CancellationToken,
     ) -> Result<u64, ApplyError> {
-        self.flush_mode(conn, Mode::Transaction, cancel).await
+        self.flush_mode(conn, Mode::Locking, cancel).await
     }
 
     /// Re-syncs every pending key with autocommit statements, for the cut-over's locking
@@ -98,7 +227,9 @@ impl Applier {
         mode: Mode,
         cancel: &CancellationToken,
     ) -> Result<u64, ApplyError> {
+        self.sort_by_frontier();
         if self.pending.is_empty() {
+            self.progress.backlog.store(0, Relaxed);
             return Ok(0);
         }
         let keys: Vec<Key> = self.pending.drain().collect();
@@ -223,6 +354,37 @@ mod tests {
     use crate::key::KeyPart;
 
     #[test]
+    fn the_frontier_holds_back_keys_between_the_done_chunks_and_the_copy_end() {
+        let k = |i: i64| -> Key { vec![KeyPart::Int(i)].into_boxed_slice() };
+        let f = Frontier::default();
+        assert!(!f.get().holds_back(&k(5)), "no copy: nothing waits");
+        f.start(None);
+        assert!(
+            f.get().holds_back(&k(5)),
+            "copy end unknown: everything waits"
+        );
+        f.set_end(&k(100));
+        f.advance(&k(10));
+        let s = f.get();
+        assert!(
+            !s.holds_back(&k(10)),
+            "a committed chunk's keys are applied"
+        );
+        assert!(s.holds_back(&k(11)));
+        assert!(s.holds_back(&k(100)));
+        assert!(
+            !s.holds_back(&k(101)),
+            "rows beyond the copy come only through the binlog"
+        );
+        // a resumed copy: everything up to the checkpoint's watermark was copied
+        f.start(Some(k(50)));
+        assert!(!f.get().holds_back(&k(50)));
+        assert!(f.get().holds_back(&k(51)));
+        f.open();
+        assert!(!f.get().holds_back(&k(51)));
+    }
+
+    #[test]
     fn batches_are_padded_to_powers_of_two_with_the_last_key() {
         let keys: Vec<Key> = (0..5)
             .map(|i| vec![KeyPart::Int(i)].into_boxed_slice())
@@ -247,8 +409,11 @@ pub struct Follower {
     /// The latest transaction boundary the stream reported.
     pub last_pos: Option<crate::binlog::BinlogPos>,
     /// A position the stream can restart from without losing a change: every change before it
-    /// has been flushed into the ghost.
+    /// has been flushed into the ghost, except changes to keys above `safe_watermark`.
     pub safe_pos: Option<crate::binlog::BinlogPos>,
+    /// `Some(w)`: at `safe_pos`, keys above `w` were held back for the copy, so a resumed copy
+    /// must start again after `w` (`None` inside: from the start). `None`: nothing was held.
+    pub safe_watermark: Option<Option<Key>>,
     /// Hard throttle reasons pause flushing (keys keep being collected).
     pub throttle: Option<Arc<crate::throttle::Throttle>>,
 }
@@ -292,8 +457,9 @@ impl Follower {
                         }
                     }
                     Some(crate::binlog::StreamMsg::Position(p)) => {
-                        if self.applier.backlog() == 0 {
+                        if self.applier.is_empty() {
                             self.safe_pos = Some(p.clone());
+                            self.safe_watermark = None;
                         }
                         self.last_pos = Some(p);
                     }
@@ -334,6 +500,7 @@ impl Follower {
         let r = self.flush_inner(cancel).await;
         if r.is_ok() && self.applier.backlog() == 0 && candidate.is_some() {
             self.safe_pos = candidate;
+            self.safe_watermark = self.applier.held_below();
         }
         r
     }

@@ -3,8 +3,12 @@
 //! Boundaries come from index seeks (`WHERE key > prev ORDER BY key LIMIT 1 OFFSET n-1`: a seek
 //! plus a short walk of the index, never an OFFSET from the table's start). Each chunk is one
 //! short READ COMMITTED transaction that **re-syncs** its range with the pair in
-//! [`crate::resync`] — delete the range in the ghost, insert it again from the original with a
-//! `NOWAIT` locking read — so a chunk can be retried, or race the applier, without harm.
+//! [`crate::resync`] — delete the range in the ghost, insert it again from the original — so a
+//! chunk can be retried without harm. Over an integer key the insert reads the original through
+//! a consistent snapshot and locks none of its rows (an application never waits for the copy);
+//! the applier holds back changes to the chunk's range until it has committed and then
+//! re-syncs them ([`crate::apply::Frontier`]). Over other keys, whose order zdm-ost cannot
+//! reproduce, the read is a `NOWAIT` locking read and changes are applied at once.
 //!
 //! The copy stops at the largest key that existed when it started (read after the binlog stream
 //! started): rows inserted beyond it reach the ghost through the binlog.
@@ -64,6 +68,9 @@ pub struct CopyOptions {
     pub start_after: Option<Key>,
     /// Chunks copied in parallel, each worker on its own connection.
     pub threads: usize,
+    /// When the orchestrator has started it, chunks read the original through consistent
+    /// snapshots (no row locks) and move it as they commit; otherwise they take `NOWAIT` locks.
+    pub frontier: Arc<crate::apply::Frontier>,
 }
 
 /// Copies every row up to the largest key present now. Returns rows copied.
@@ -96,8 +103,9 @@ pub async fn copy(
             .collect::<Vec<_>>()
             .join(", ")
     );
+    // (binary protocol, so the key comes back typed like every other key)
     let max: Option<mysql_async::Row> = conn
-        .query_first(max_sql)
+        .exec_first(max_sql, ())
         .await
         .map_err(|e| fatal("(max key)", &e))?;
     let Some(max) = max else {
@@ -108,6 +116,12 @@ pub async fn copy(
         .into_iter()
         .map(KeyPart::from_query_value)
         .collect();
+    opts.frontier.set_end(&max);
+    let mode = if opts.frontier.is_copying() {
+        Mode::Snapshot
+    } else {
+        Mode::Locking
+    };
     let size = Arc::new(AtomicU64::new(opts.chunk_size.clamp(MIN_CHUNK, MAX_CHUNK)));
     let threads = opts.threads.max(1);
     let stop = cancel.child_token();
@@ -132,6 +146,8 @@ pub async fn copy(
             size: Arc::clone(&size),
             chunk_time: opts.chunk_time,
             watermark: Arc::clone(&watermark),
+            frontier: Arc::clone(&opts.frontier),
+            mode,
             rx: Arc::clone(&rx),
             stop: stop.clone(),
         };
@@ -261,6 +277,8 @@ struct Worker {
     size: Arc<AtomicU64>,
     chunk_time: Duration,
     watermark: Arc<Mutex<Watermark>>,
+    frontier: Arc<crate::apply::Frontier>,
+    mode: Mode,
     rx: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Chunk>>>,
     stop: CancellationToken,
 }
@@ -292,6 +310,7 @@ impl Worker {
                 chunk.lo.as_ref(),
                 Some(&chunk.hi),
                 &range,
+                self.mode,
                 &self.progress,
                 &self.stop,
             )
@@ -305,6 +324,7 @@ impl Worker {
                         break;
                     };
                     self.progress.set_watermark(&k);
+                    self.frontier.advance(&k);
                     w.next += 1;
                 }
             }
@@ -332,6 +352,7 @@ pub(crate) async fn copy_chunk(
     lo: Option<&Key>,
     hi: Option<&Key>,
     range: &str,
+    mode: Mode,
     progress: &Progress,
     cancel: &CancellationToken,
 ) -> Result<u64, CopyError> {
@@ -346,7 +367,7 @@ pub(crate) async fn copy_chunk(
             orig_pred: orig_pred.clone(),
             orig_params: orig_params.clone(),
         };
-        match resync(conn, t, sel, Mode::Transaction).await {
+        match resync(conn, t, sel, mode).await {
             Ok(n) => return Ok(n),
             Err(e) => match classify(&e, &t.ghost_index) {
                 Failure::Connection => {

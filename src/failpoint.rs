@@ -3,7 +3,9 @@
 //! every time. Several: comma-separated. A stop or one-time pause is logged as "failpoint NAME
 //! reached", which tests wait for.
 //!
-//! Points: `copy` (after each copied chunk), `cut-over-start` (before the cut-over's catch-up),
+//! Points: `copy` (after each copied chunk), `copy-uncommitted` (a chunk read through a
+//! snapshot, inserted, not committed yet), `copy-slow-read~MS` (the server sleeps MS ms per row
+//! a snapshot chunk reads, so its insert runs long after its snapshot was taken), `cut-over-start` (before the cut-over's catch-up),
 //! `cut-over-locked` (under the cut-over lock, RENAME queued, before the last keys are applied),
 //! `checksum` (before the checksum starts).
 
@@ -12,6 +14,16 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 static HIT: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+
+/// The pause configured for `name~MS`, if any (for points that are not a pause in zdm-ost
+/// itself but one the server makes).
+pub fn every(name: &str) -> Option<u64> {
+    let spec = std::env::var("ZDM_FAILPOINT").ok()?;
+    spec.split(',').find_map(|part| {
+        let (n, ms) = part.split_once('~')?;
+        (n.trim() == name).then(|| ms.trim().parse().ok())?
+    })
+}
 
 pub async fn hit(name: &str) {
     let Ok(spec) = std::env::var("ZDM_FAILPOINT") else {

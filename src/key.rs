@@ -163,6 +163,36 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+impl KeyColumn {
+    /// Integer columns: their keys can be ordered here exactly as the server orders them
+    /// (strings follow collations, which zdm-ost does not reproduce).
+    pub fn is_integer(&self) -> bool {
+        matches!(
+            self.data_type.as_str(),
+            "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint"
+        )
+    }
+}
+
+/// Orders two keys of integer columns as the index does (signed and unsigned values compare
+/// by value); `None` when a part is not an integer.
+pub fn cmp_integer_keys(a: &Key, b: &Key) -> Option<std::cmp::Ordering> {
+    fn int(p: &KeyPart) -> Option<i128> {
+        match p {
+            KeyPart::Int(i) => Some(*i as i128),
+            KeyPart::UInt(u) => Some(*u as i128),
+            _ => None,
+        }
+    }
+    for (x, y) in a.iter().zip(b.iter()) {
+        match int(x)?.cmp(&int(y)?) {
+            std::cmp::Ordering::Equal => continue,
+            o => return Some(o),
+        }
+    }
+    Some(a.len().cmp(&b.len()))
+}
+
 /// `cols IN (keys)`: `c IN (?, ?)` for one column, `(a = ? AND b = ?) OR (...)` for several.
 /// Returns the SQL (parenthesised) and its parameters in order.
 pub fn in_predicate(cols: &[String], keys: &[&Key]) -> (String, Vec<Value>) {
@@ -301,6 +331,33 @@ mod tests {
             data_type: t.into(),
             unsigned,
         }
+    }
+
+    #[test]
+    fn integer_keys_order_by_value_and_composite_keys_lexicographically() {
+        use std::cmp::Ordering::*;
+        let k = |v: &[KeyPart]| -> Key { v.to_vec().into_boxed_slice() };
+        // a watermark read back as signed, a binlog key of the same column as unsigned
+        assert_eq!(
+            cmp_integer_keys(&k(&[KeyPart::Int(5)]), &k(&[KeyPart::UInt(7)])),
+            Some(Less)
+        );
+        assert_eq!(
+            cmp_integer_keys(&k(&[KeyPart::UInt(u64::MAX)]), &k(&[KeyPart::Int(-1)])),
+            Some(Greater)
+        );
+        assert_eq!(
+            cmp_integer_keys(&k(&[KeyPart::Int(3)]), &k(&[KeyPart::UInt(3)])),
+            Some(Equal)
+        );
+        let ab = |a, b| k(&[KeyPart::Int(a), KeyPart::Int(b)]);
+        assert_eq!(cmp_integer_keys(&ab(1, 9), &ab(2, 0)), Some(Less));
+        assert_eq!(cmp_integer_keys(&ab(2, 1), &ab(2, 0)), Some(Greater));
+        // strings follow collations: no order is claimed
+        assert_eq!(
+            cmp_integer_keys(&k(&[KeyPart::Bytes(b"a".to_vec())]), &k(&[KeyPart::Int(1)])),
+            None
+        );
     }
 
     #[test]

@@ -47,6 +47,12 @@ pub fn render(p: &Progress, t: &Throttle) -> String {
         one(p.backlog.load(Relaxed).to_string()),
     );
     metric(
+        "held_back",
+        "Changed keys in ranges the copy has not reached yet; applied right after their chunk.",
+        "gauge",
+        one(p.held_back.load(Relaxed).to_string()),
+    );
+    metric(
         "chunk_size",
         "Rows in the next copy chunk.",
         "gauge",

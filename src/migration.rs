@@ -19,7 +19,7 @@ use mysql_async::prelude::*;
 use mysql_async::Conn;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{set_read_committed, Applier, FollowError, Follower};
+use crate::apply::{set_read_committed, Applier, FollowError, Follower, Frontier};
 use crate::binlog::{BinlogPos, StreamSpec, StreamTask};
 use crate::changelog;
 use crate::checkpoint::{self, Checkpoint};
@@ -549,14 +549,26 @@ impl Run<'_> {
                 what: "setting up the applier",
                 reason: server_message(&e),
             })?;
+        // Over an integer key the copy reads without row locks and the applier holds back the
+        // changes of ranges not copied yet (apply.rs, "Frontier"); other keys cannot be
+        // ordered here, so their copy takes NOWAIT locks and changes are applied at once.
+        let frontier = Arc::new(Frontier::default());
+        let integer_key = key_columns(&self.plan.original, &self.plan.chunk_key.columns)
+            .iter()
+            .all(KeyColumn::is_integer);
         let mut follower = Follower {
             rx,
-            applier: Applier::new(Arc::clone(tables), Arc::clone(&self.progress)),
+            applier: Applier::new(
+                Arc::clone(tables),
+                Arc::clone(&self.progress),
+                Arc::clone(&frontier),
+            ),
             conn: apply_conn,
             endpoint: ep.clone(),
             flush_every: Duration::from_millis(50),
             last_pos: Some(start.clone()),
             safe_pos: Some(start),
+            safe_watermark: None,
             throttle: Some(Arc::clone(&self.throttle)),
         };
         let watermark = self.resume.as_ref().and_then(|c| c.watermark.clone());
@@ -568,7 +580,11 @@ impl Run<'_> {
         let ckp = |phase: Phase, follower: &Follower| Checkpoint {
             alter: self.plan.alter.clone(),
             ghost_hash: ghost_hash.clone(),
-            watermark: self.progress.watermark(),
+            // with changes held back at the safe position, a resumed copy starts below them
+            watermark: match &follower.safe_watermark {
+                Some(w) => w.clone(),
+                None => self.progress.watermark(),
+            },
             pos: follower
                 .safe_pos
                 .clone()
@@ -603,11 +619,16 @@ impl Run<'_> {
             .store(self.plan.rows_estimate, Relaxed);
         let copy_started = Instant::now();
         let mut copy_conn = ep.connect().await?;
+        if integer_key {
+            // (no flush is running: follow() has returned)
+            frontier.start(watermark.clone());
+        }
         let copy_opts = CopyOptions {
             chunk_size: self.opts.chunk_size,
             chunk_time: self.opts.chunk_time,
             start_after: watermark,
             threads: self.opts.threads,
+            frontier: Arc::clone(&frontier),
         };
         let copy_tables = Arc::clone(tables);
         let copy_progress = Arc::clone(&self.progress);
@@ -636,6 +657,7 @@ impl Run<'_> {
             let until = tokio::time::Instant::now() + Duration::from_millis(100);
             follower.follow(None, until, true, &self.cancel).await?;
             if copy_task.is_finished() {
+                frontier.open();
                 break (&mut copy_task).await.map_err(|e| Error::Sql {
                     what: "the copy task",
                     reason: e.to_string(),

@@ -50,6 +50,8 @@ pub struct Progress {
     pub applied_keys: AtomicU64,
     /// Keys waiting to be applied.
     pub backlog: AtomicU64,
+    /// Changed keys waiting for the copy to pass them (applied right after their chunk).
+    pub held_back: AtomicU64,
     /// The largest backlog seen.
     pub max_backlog: AtomicU64,
     pub conflicts: AtomicU64,
@@ -76,6 +78,7 @@ impl Default for Progress {
             applied_keys: AtomicU64::new(0),
             backlog: AtomicU64::new(0),
             max_backlog: AtomicU64::new(0),
+            held_back: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),
             phase: Mutex::new(Phase::Inspecting),
             binlog_pos: Mutex::new(None),
@@ -179,10 +182,11 @@ impl Progress {
             None => String::new(),
         };
         format!(
-            "{}: copied {copied}/{est} rows ({pct:.1}%), applied {} changes, backlog {}, {rate:.0} rows/s, eta {eta}, elapsed {elapsed:.1}s, binlog {pos}{throttled}",
+            "{}: copied {copied}/{est} rows ({pct:.1}%), applied {} changes, backlog {} (+{} awaiting the copy), {rate:.0} rows/s, eta {eta}, elapsed {elapsed:.1}s, binlog {pos}{throttled}",
             self.phase(),
             self.applied_keys.load(Relaxed),
             self.backlog.load(Relaxed),
+            self.held_back.load(Relaxed),
         )
     }
 }

@@ -7,6 +7,8 @@
 //!     LOCK IN SHARE MODE NOWAIT     -- FOR SHARE NOWAIT on MySQL
 //! ```
 //!
+//! (The copier may run the pair with a plain consistent read instead: [`Mode::Snapshot`].)
+//!
 //! Why this is correct (DESIGN.md, "Applying changes"): the server copies the row values itself,
 //! so no value passes through zdm-ost; re-reading the current row makes the pair idempotent,
 //! whatever order copy and apply run in. The read is a locking read because a transaction's
@@ -84,8 +86,14 @@ pub struct Selection {
 /// How a resync ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// One READ COMMITTED transaction, `NOWAIT` locking read (copier, applier).
-    Transaction,
+    /// One READ COMMITTED transaction, `NOWAIT` locking read (applier; copier when changed
+    /// keys are applied everywhere at once).
+    Locking,
+    /// One READ COMMITTED transaction reading the original through a consistent snapshot, so
+    /// it takes no lock on the original's rows and never makes an application wait. Only for
+    /// copy chunks whose range the applier leaves alone until the chunk has committed (see
+    /// [`crate::apply::Frontier`]): a change the snapshot misses is re-synced after it.
+    Snapshot,
     /// Autocommit statements without a locking clause: under `LOCK TABLES`, where a
     /// `START TRANSACTION` would silently release the table locks (cut-over).
     UnderTableLock,
@@ -112,15 +120,24 @@ pub async fn resync(
                 .await?;
             Ok(conn.affected_rows())
         }
-        Mode::Transaction => {
+        Mode::Locking | Mode::Snapshot => {
             // The guard rolls back if this future is dropped halfway: a half-done pair (ghost
             // rows deleted, not re-inserted) can never be committed by a later statement.
             let mut tx = conn.start_transaction(TxOpts::default()).await?;
             tx.exec_drop(t.delete_sql(&ghost_pred), ghost_params)
                 .await?;
-            tx.exec_drop(t.insert_sql(&orig_pred, true), orig_params)
+            let orig_pred = match crate::failpoint::every("copy-slow-read") {
+                Some(ms) if mode == Mode::Snapshot => {
+                    format!("{orig_pred} AND SLEEP({}) = 0", ms as f64 / 1000.0)
+                }
+                _ => orig_pred,
+            };
+            tx.exec_drop(t.insert_sql(&orig_pred, mode == Mode::Locking), orig_params)
                 .await?;
             let n = tx.affected_rows();
+            if mode == Mode::Snapshot {
+                crate::failpoint::hit("copy-uncommitted").await;
+            }
             tx.commit().await?;
             Ok(n)
         }

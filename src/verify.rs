@@ -225,6 +225,8 @@ impl Verify<'_> {
                     lo.as_ref(),
                     hi.as_ref(),
                     &range,
+                    // the applier is applying everywhere again: the repair must lock
+                    crate::resync::Mode::Locking,
                     &self.progress,
                     self.cancel,
                 )

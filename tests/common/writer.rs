@@ -60,6 +60,15 @@ pub struct Report {
     pub errors: Vec<String>,
 }
 
+/// What the writers' transactions do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mix {
+    /// Inserts, updates (some of hot rows, some of the key) and deletes.
+    All,
+    Inserts,
+    Deletes,
+}
+
 pub struct Writers {
     stop: Arc<AtomicBool>,
     handles: Vec<tokio::task::JoinHandle<Report>>,
@@ -74,6 +83,19 @@ impl Writers {
         n: u64,
         pause: Duration,
         insert_only: bool,
+    ) -> Writers {
+        let mix = if insert_only { Mix::Inserts } else { Mix::All };
+        Self::start_mix(port, db, shape, n, pause, mix).await
+    }
+
+    /// Like [`Writers::start`], with the kind of transactions chosen.
+    pub async fn start_mix(
+        port: u16,
+        db: &str,
+        shape: &Shape,
+        n: u64,
+        pause: Duration,
+        mix: Mix,
     ) -> Writers {
         let stop = Arc::new(AtomicBool::new(false));
         let mut handles = Vec::new();
@@ -92,7 +114,7 @@ impl Writers {
                     rng: StdRng::seed_from_u64(0x5eed + w),
                 };
                 while !stop.load(Ordering::Relaxed) {
-                    match st.transaction(&mut conn, &shape, insert_only).await {
+                    match st.transaction(&mut conn, &shape, mix).await {
                         Ok(()) => rep.transactions += 1,
                         Err(e) => {
                             rep.errors.push(e.to_string());
@@ -175,15 +197,15 @@ impl WriterState {
         &mut self,
         conn: &mut Conn,
         shape: &Shape,
-        insert_only: bool,
+        mix: Mix,
     ) -> Result<(), mysql_async::Error> {
         conn.query_drop("START TRANSACTION").await?;
         let ops = self.rng.gen_range(1..=3);
         for _ in 0..ops {
-            let roll = if insert_only {
-                0
-            } else {
-                self.rng.gen_range(0..100)
+            let roll = match mix {
+                Mix::Inserts => 0,
+                Mix::Deletes => 80,
+                Mix::All => self.rng.gen_range(0..100),
             };
             match roll {
                 0..=39 => {
