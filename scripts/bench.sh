@@ -30,6 +30,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 PORT=${ZDM_PRIMARY_PORT:-3310}
+REPLICA_PORT=${ZDM_REPLICA_PORT:-3311}
 ALTER="MODIFY k BIGINT NOT NULL DEFAULT 0"
 OUT=$(mktemp -d)
 sql() { mariadb --no-defaults -h127.0.0.1 -P"$PORT" -uroot "$@"; }
@@ -54,6 +55,14 @@ INSERT INTO bench.sbtest (id, k, c, pad)
 CREATE TABLE bench.sbtest_ctl LIKE bench.sbtest;
 INSERT INTO bench.sbtest_ctl SELECT * FROM bench.sbtest;
 SQL
+}
+
+# Every timed run starts with the replica caught up: a native ALTER is replayed by the replica
+# after it finishes on the primary, and that replay must not eat into the next method's time.
+catch_up() {
+  local gtid
+  gtid=$(sql -N -e "SELECT @@gtid_binlog_pos")
+  mariadb --no-defaults -h127.0.0.1 -P"$REPLICA_PORT" -uroot -N -e "SELECT MASTER_GTID_WAIT('$gtid', 600)" >/dev/null
 }
 
 run_method() { # method -> prints wall seconds; zdm's RSS to $OUT/rss
@@ -86,6 +95,7 @@ for round in $(seq 1 "$ROUNDS"); do
     for m in $METHODS; do
       [ "$mode" = unpaced ] && [ "$m" != zdm ] && continue
       reset_table
+      catch_up
       stop="$OUT/stop"; rm -f "$stop" "$OUT/rss"
       if [ "$mode" != idle ]; then
         rate=$RATE; [ "$mode" = unpaced ] && rate=0
