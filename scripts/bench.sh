@@ -75,7 +75,8 @@ run_method() { # method -> prints wall seconds; zdm's RSS to $OUT/rss
              --chunk-time 0.5 --critical-load Threads_running=1000 --max-load Threads_running=500 >"$OUT/ptosc.log" 2>&1 ;;
     zdm) /usr/bin/time -v ./target/release/zdm-ost --host 127.0.0.1 --port "$PORT" --database bench --table sbtest \
              --alter "$ALTER" --execute --ok-to-drop-table --json $ZDM_ARGS >"$OUT/zdm.out" 2>"$OUT/zdm.err"
-         awk -F': ' '/Maximum resident set size/ {print $2}' "$OUT/zdm.err" >"$OUT/rss" ;;
+         awk -F': ' '/Maximum resident set size/ {print $2}' "$OUT/zdm.err" >"$OUT/rss"
+         awk -F': ' '/User time|System time/ {s += $2} END {printf "%.2f", s}' "$OUT/zdm.err" >"$OUT/cpu" ;;
   esac
   t1=$(date +%s.%N)
   echo "$t0 $t1" | awk '{printf "%.2f", $2 - $1}'
@@ -96,7 +97,7 @@ for round in $(seq 1 "$ROUNDS"); do
       [ "$mode" = unpaced ] && [ "$m" != zdm ] && continue
       reset_table
       catch_up
-      stop="$OUT/stop"; rm -f "$stop" "$OUT/rss"
+      stop="$OUT/stop"; rm -f "$stop" "$OUT/rss" "$OUT/cpu"
       if [ "$mode" != idle ]; then
         rate=$RATE; [ "$mode" = unpaced ] && rate=0
         ./target/release/examples/bench_load --port "$PORT" --rate "$rate" --rows "$ROWS" --stop-file "$stop" >"$OUT/load.json" &
@@ -111,9 +112,10 @@ for round in $(seq 1 "$ROUNDS"); do
       fi
       ok=$(correct)
       rss=$(cat "$OUT/rss" 2>/dev/null || echo "")
+      cpu=$(cat "$OUT/cpu" 2>/dev/null || echo "")
       zsum="{}"
       [ "$m" = zdm ] && zsum=$(python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1])).get("summary", {})))' "$OUT/zdm.out" 2>/dev/null || echo "{}")
-      echo "{\"round\": $round, \"mode\": \"$mode\", \"method\": \"$m\", \"wall\": \"$wall\", \"correct\": \"$ok\", \"rss_kb\": \"$rss\", \"load\": $load_json, \"zdm\": $zsum}" | tee -a "$OUT/results.jsonl" >&2
+      echo "{\"round\": $round, \"mode\": \"$mode\", \"method\": \"$m\", \"wall\": \"$wall\", \"correct\": \"$ok\", \"rss_kb\": \"$rss\", \"cpu_s\": \"$cpu\", \"load\": $load_json, \"zdm\": $zsum}" | tee -a "$OUT/results.jsonl" >&2
     done
   done
 done

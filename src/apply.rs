@@ -199,16 +199,18 @@ impl Applier {
             .store(self.held.len() as u64, Relaxed);
     }
 
-    /// Re-syncs every pending key, in transactions of [`BATCH`] keys.
+    /// Re-syncs every pending key, in transactions of [`BATCH`] keys, one flush worker per
+    /// connection: batches hold disjoint keys (and, over an integer key, contiguous runs of
+    /// it), so they can run side by side.
     ///
     /// Not cancellation-safe: the keys of a batch are out of the set while it runs, so the
     /// future must be driven to completion (it checks `cancel` itself between batches).
     pub async fn flush(
         &mut self,
-        conn: &mut Conn,
+        conns: &mut [Conn],
         cancel: &CancellationToken,
     ) -> Result<u64, ApplyError> {
-        self.flush_mode(conn, Mode::Locking, cancel).await
+        self.flush_mode(conns, Mode::Locking, cancel).await
     }
 
     /// Re-syncs every pending key with autocommit statements, for the cut-over's locking
@@ -218,12 +220,13 @@ impl Applier {
         conn: &mut Conn,
         cancel: &CancellationToken,
     ) -> Result<u64, ApplyError> {
-        self.flush_mode(conn, Mode::UnderTableLock, cancel).await
+        self.flush_mode(std::slice::from_mut(conn), Mode::UnderTableLock, cancel)
+            .await
     }
 
     async fn flush_mode(
         &mut self,
-        conn: &mut Conn,
+        conns: &mut [Conn],
         mode: Mode,
         cancel: &CancellationToken,
     ) -> Result<u64, ApplyError> {
@@ -232,99 +235,237 @@ impl Applier {
             self.progress.backlog.store(0, Relaxed);
             return Ok(0);
         }
-        let keys: Vec<Key> = self.pending.drain().collect();
-        let mut work: VecDeque<(Vec<Key>, u32, u32)> =
-            keys.chunks(BATCH).map(|c| (c.to_vec(), 0, 0)).collect();
-        let mut applied = 0u64;
+        let mut keys: Vec<Key> = self.pending.drain().collect();
+        if keys
+            .first()
+            .is_some_and(|k| cmp_integer_keys(k, k).is_some())
+        {
+            keys.sort_by(|a, b| cmp_integer_keys(a, b).unwrap_or(std::cmp::Ordering::Equal));
+        }
+        let shared = Shared {
+            work: Mutex::new(
+                keys.chunks(BATCH)
+                    .map(|c| Batch {
+                        keys: c.to_vec(),
+                        conflicts: 0,
+                        duplicates: 0,
+                    })
+                    .collect(),
+            ),
+            returned: Mutex::new(Vec::new()),
+            failed: Mutex::new(None),
+            lost: Mutex::new(None),
+            stop: std::sync::atomic::AtomicBool::new(false),
+        };
         let t = Arc::clone(&self.tables);
-        while let Some((batch, conflicts, duplicates)) = work.pop_front() {
-            if cancel.is_cancelled() {
-                return Err(ApplyError::Cancelled);
-            }
-            let refs: Vec<&Key> = padded(&batch);
-            let (ghost_pred, ghost_params) = in_predicate(&t.key_ghost, &refs);
-            let (orig_pred, orig_params) = in_predicate(&t.key_orig, &refs);
-            let sel = Selection {
-                ghost_pred,
-                ghost_params,
-                orig_pred: orig_pred.clone(),
-                orig_params: orig_params.clone(),
-            };
-            match resync(conn, &t, sel, mode).await {
-                Ok(_) => {
-                    applied += batch.len() as u64;
-                    self.progress
-                        .applied_keys
-                        .fetch_add(batch.len() as u64, Relaxed);
-                    self.progress.backlog.store(
-                        (work.iter().map(|w| w.0.len()).sum::<usize>() + self.pending.len()) as u64,
-                        Relaxed,
-                    );
-                }
-                Err(e) => match classify(&e, &t.ghost_index) {
-                    Failure::Conflict => {
-                        self.progress.conflicts.fetch_add(1, Relaxed);
-                        let conflicts = conflicts + 1;
-                        if conflicts >= SPLIT_AFTER && batch.len() > 1 {
-                            let (a, b) = batch.split_at(batch.len() / 2);
-                            work.push_front((b.to_vec(), 0, duplicates));
-                            work.push_front((a.to_vec(), 0, duplicates));
-                        } else {
-                            backoff(conflicts, cancel).await?;
-                            work.push_front((batch, conflicts, duplicates));
-                        }
-                    }
-                    Failure::Duplicate(message) => {
-                        // The row it collides with may be waiting in this flush: retry after the
-                        // rest, merged with it; a duplicate that persists is real.
-                        if duplicates + 1 >= DUPLICATE_RETRIES {
-                            return Err(ApplyError::Data {
-                                table: t.orig.clone(),
-                                message,
-                            });
-                        }
-                        if let Some(other) = work.pop_back() {
-                            let mut merged = batch;
-                            merged.extend(other.0);
-                            work.push_back((merged, 0, duplicates + 1));
-                        } else {
-                            backoff(duplicates + 1, cancel).await?;
-                            work.push_back((batch, 0, duplicates + 1));
-                        }
-                    }
-                    Failure::Data(message) => {
-                        let detail =
-                            describe_offending_row(conn, &t, &message, &orig_pred, orig_params)
-                                .await;
-                        return Err(ApplyError::Data {
-                            table: t.orig.clone(),
-                            message: match detail {
-                                Some(d) => format!("{message}: {d}"),
-                                None => message,
-                            },
-                        });
-                    }
-                    Failure::Connection => {
-                        // The caller owns connections; hand the keys back and let it reconnect.
-                        for (b, _, _) in work {
-                            self.pending.extend(b);
-                        }
-                        self.pending.extend(batch);
-                        return Err(ApplyError::Connection(e.to_string()));
-                    }
-                    Failure::Fatal(message) => {
-                        return Err(ApplyError::Fatal {
-                            table: t.orig.clone(),
-                            message,
-                        })
-                    }
-                },
-            }
+        let progress = Arc::clone(&self.progress);
+        let applied: u64 = futures_util::future::join_all(
+            conns
+                .iter_mut()
+                .map(|c| flush_worker(c, &t, mode, &progress, &shared, cancel)),
+        )
+        .await
+        .into_iter()
+        .sum();
+        // keys of batches not done (a lost connection) go back to the set
+        self.pending.extend(
+            shared
+                .returned
+                .into_inner()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        for b in shared.work.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            self.pending.extend(b.keys);
         }
         self.progress
             .backlog
             .store(self.pending.len() as u64, Relaxed);
+        if let Some(e) = shared
+            .failed
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+        {
+            return Err(e);
+        }
+        if let Some(reason) = shared.lost.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(ApplyError::Connection(reason));
+        }
         Ok(applied)
+    }
+}
+
+struct Batch {
+    keys: Vec<Key>,
+    conflicts: u32,
+    duplicates: u32,
+}
+
+/// What the flush workers of one flush share. The mutexes are never held across an await.
+struct Shared {
+    work: Mutex<VecDeque<Batch>>,
+    /// Keys of batches a worker could not finish because its connection broke.
+    returned: Mutex<Vec<Key>>,
+    /// The first error that ends the flush (data, fatal, cancelled).
+    failed: Mutex<Option<ApplyError>>,
+    /// Why a connection broke (the caller reconnects and flushes again).
+    lost: Mutex<Option<String>>,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    fn fail(&self, e: ApplyError) {
+        let mut f = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        if f.is_none() || matches!(*f, Some(ApplyError::Cancelled)) {
+            *f = Some(e);
+        }
+        self.stop.store(true, Relaxed);
+    }
+
+    fn push_front(&self, b: Batch) {
+        self.work
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_front(b);
+    }
+
+    fn remaining(&self) -> u64 {
+        let w = self.work.lock().unwrap_or_else(|p| p.into_inner());
+        w.iter().map(|b| b.keys.len() as u64).sum()
+    }
+}
+
+/// One flush worker: takes batches until none is left, on its own connection.
+async fn flush_worker(
+    conn: &mut Conn,
+    t: &Tables,
+    mode: Mode,
+    progress: &Progress,
+    shared: &Shared,
+    cancel: &CancellationToken,
+) -> u64 {
+    let mut applied = 0u64;
+    loop {
+        if shared.stop.load(Relaxed) {
+            return applied;
+        }
+        if cancel.is_cancelled() {
+            shared.fail(ApplyError::Cancelled);
+            return applied;
+        }
+        let next = shared
+            .work
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front();
+        let Some(batch) = next else {
+            return applied;
+        };
+        let refs: Vec<&Key> = padded(&batch.keys);
+        let (ghost_pred, ghost_params) = in_predicate(&t.key_ghost, &refs);
+        let (orig_pred, orig_params) = in_predicate(&t.key_orig, &refs);
+        let sel = Selection {
+            ghost_pred,
+            ghost_params,
+            orig_pred: orig_pred.clone(),
+            orig_params: orig_params.clone(),
+        };
+        let e = match resync(conn, t, sel, mode).await {
+            Ok(_) => {
+                let n = batch.keys.len() as u64;
+                applied += n;
+                progress.applied_keys.fetch_add(n, Relaxed);
+                progress.backlog.store(shared.remaining(), Relaxed);
+                continue;
+            }
+            Err(e) => e,
+        };
+        match classify(&e, &t.ghost_index) {
+            Failure::Conflict => {
+                progress.conflicts.fetch_add(1, Relaxed);
+                let conflicts = batch.conflicts + 1;
+                if conflicts >= SPLIT_AFTER && batch.keys.len() > 1 {
+                    let (a, b) = batch.keys.split_at(batch.keys.len() / 2);
+                    let half = |k: &[Key]| Batch {
+                        keys: k.to_vec(),
+                        conflicts: 0,
+                        duplicates: batch.duplicates,
+                    };
+                    shared.push_front(half(b));
+                    shared.push_front(half(a));
+                } else {
+                    if backoff(conflicts, cancel).await.is_err() {
+                        shared.fail(ApplyError::Cancelled);
+                        return applied;
+                    }
+                    shared.push_front(Batch { conflicts, ..batch });
+                }
+            }
+            Failure::Duplicate(message) => {
+                // The row it collides with may be waiting in this flush: retry after the rest,
+                // merged with it; a duplicate that persists is real.
+                let duplicates = batch.duplicates + 1;
+                if duplicates >= DUPLICATE_RETRIES {
+                    shared.fail(ApplyError::Data {
+                        table: t.orig.clone(),
+                        message,
+                    });
+                    return applied;
+                }
+                let other = shared
+                    .work
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .pop_back();
+                let mut keys = batch.keys;
+                match other {
+                    Some(o) => keys.extend(o.keys),
+                    None => {
+                        if backoff(duplicates, cancel).await.is_err() {
+                            shared.fail(ApplyError::Cancelled);
+                            return applied;
+                        }
+                    }
+                }
+                shared
+                    .work
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push_back(Batch {
+                        keys,
+                        conflicts: 0,
+                        duplicates,
+                    });
+            }
+            Failure::Data(message) => {
+                let detail =
+                    describe_offending_row(conn, t, &message, &orig_pred, orig_params).await;
+                shared.fail(ApplyError::Data {
+                    table: t.orig.clone(),
+                    message: match detail {
+                        Some(d) => format!("{message}: {d}"),
+                        None => message,
+                    },
+                });
+                return applied;
+            }
+            Failure::Connection => {
+                // this worker stops; its keys go back to the set and the caller reconnects
+                shared
+                    .returned
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(batch.keys);
+                *shared.lost.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                return applied;
+            }
+            Failure::Fatal(message) => {
+                shared.fail(ApplyError::Fatal {
+                    table: t.orig.clone(),
+                    message,
+                });
+                return applied;
+            }
+        }
     }
 }
 
@@ -402,7 +543,8 @@ mod tests {
 pub struct Follower {
     pub rx: tokio::sync::mpsc::Receiver<crate::binlog::StreamMsg>,
     pub applier: Applier,
-    pub conn: Conn,
+    /// The flush workers' connections (`--apply-threads`; at least one).
+    pub conns: Vec<Conn>,
     pub endpoint: crate::conn::Endpoint,
     /// How often pending keys are flushed while following.
     pub flush_every: Duration,
@@ -506,21 +648,29 @@ impl Follower {
     }
 
     async fn flush_inner(&mut self, cancel: &CancellationToken) -> Result<u64, ApplyError> {
-        match self.applier.flush(&mut self.conn, cancel).await {
+        match self.applier.flush(&mut self.conns, cancel).await {
             Err(ApplyError::Connection(reason)) => {
                 tracing::warn!("applier connection lost ({reason}); reconnecting");
-                self.conn = self
-                    .endpoint
-                    .connect()
-                    .await
-                    .map_err(|e| ApplyError::Connection(e.to_string()))?;
-                set_read_committed(&mut self.conn)
-                    .await
-                    .map_err(|e| ApplyError::Connection(e.to_string()))?;
-                self.applier.flush(&mut self.conn, cancel).await
+                for c in self.conns.iter_mut() {
+                    let mut fresh = self
+                        .endpoint
+                        .connect()
+                        .await
+                        .map_err(|e| ApplyError::Connection(e.to_string()))?;
+                    set_read_committed(&mut fresh)
+                        .await
+                        .map_err(|e| ApplyError::Connection(e.to_string()))?;
+                    *c = fresh;
+                }
+                self.applier.flush(&mut self.conns, cancel).await
             }
             other => other,
         }
+    }
+
+    /// The first flush connection, for work that needs one session (the checksum's repairs).
+    pub fn conn(&mut self) -> &mut Conn {
+        &mut self.conns[0]
     }
 }
 

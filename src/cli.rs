@@ -57,6 +57,10 @@ pub struct Args {
     /// Copy chunks in parallel on this many connections.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=32))]
     pub threads: u64,
+    /// Apply changed rows on this many connections: each flush splits its keys into disjoint
+    /// batches that run side by side.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=32))]
+    pub apply_threads: u64,
     /// Target time per copy chunk, in seconds.
     #[arg(long, default_value = "0.5", value_name = "SECONDS", value_parser = parse_seconds)]
     pub chunk_time: Duration,
@@ -204,6 +208,7 @@ impl From<&Args> for ExecOptions {
             progress_bar: false,
             attempt_instant_ddl: !a.no_attempt_instant_ddl,
             threads: a.threads as usize,
+            apply_threads: a.apply_threads as usize,
         }
     }
 }

@@ -66,6 +66,8 @@ pub struct ExecOptions {
     pub attempt_instant_ddl: bool,
     /// Copy workers.
     pub threads: usize,
+    /// Flush workers of the applier.
+    pub apply_threads: usize,
 }
 
 /// What a finished migration reports.
@@ -542,13 +544,24 @@ impl Run<'_> {
     ) -> Result<(u64, u64, Option<VerifyStats>, CutoverStats), Error> {
         let ep = &self.cfg.primary;
         let db = &self.cfg.database;
-        let mut apply_conn = ep.connect().await?;
-        set_read_committed(&mut apply_conn)
-            .await
-            .map_err(|e| Error::Sql {
+        let mut apply_conns = Vec::with_capacity(self.opts.apply_threads.max(1));
+        for _ in 0..self.opts.apply_threads.max(1) {
+            let mut c = ep.connect().await?;
+            set_read_committed(&mut c).await.map_err(|e| Error::Sql {
                 what: "setting up the applier",
                 reason: server_message(&e),
             })?;
+            apply_conns.push(c);
+        }
+        tracing::info!(
+            "applier: {} flush connections ({})",
+            apply_conns.len(),
+            apply_conns
+                .iter()
+                .map(|c| format!("connection {}", c.id()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         // Over an integer key the copy reads without row locks and the applier holds back the
         // changes of ranges not copied yet (apply.rs, "Frontier"); other keys cannot be
         // ordered here, so their copy takes NOWAIT locks and changes are applied at once.
@@ -563,7 +576,7 @@ impl Run<'_> {
                 Arc::clone(&self.progress),
                 Arc::clone(&frontier),
             ),
-            conn: apply_conn,
+            conns: apply_conns,
             endpoint: ep.clone(),
             flush_every: Duration::from_millis(50),
             last_pos: Some(start.clone()),
@@ -769,7 +782,9 @@ impl Run<'_> {
         }
         .run()
         .await?;
-        let _ = follower.conn.disconnect().await;
+        for c in follower.conns.drain(..) {
+            let _ = c.disconnect().await;
+        }
         Ok((copied, copy_ms, checksum, stats))
     }
 

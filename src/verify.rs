@@ -219,7 +219,7 @@ impl Verify<'_> {
                     std::slice::from_ref(&(lo.clone(), hi.clone())),
                 );
                 crate::copier::copy_chunk(
-                    &mut self.follower.conn,
+                    self.follower.conn(),
                     self.endpoint,
                     &self.tables,
                     lo.as_ref(),

@@ -735,6 +735,65 @@ async fn killed_binlog_connection_resumes_without_losing_changes() {
     db.drop_db().await;
 }
 
+/// The applier's connections dropping mid-migration: the keys of the batches they were
+/// flushing go back to the set, the connections are re-established, and nothing is lost.
+#[tokio::test]
+async fn killed_applier_connections_are_reestablished_without_losing_changes() {
+    let mut db = TestDb::new("m_apply_reconnect").await;
+    std_table(&mut db, 3000).await;
+    let writers = Writers::start(
+        primary_port(),
+        &db.name,
+        &std_shape(std_cols(), 3000),
+        2,
+        Duration::from_millis(1),
+        false,
+    )
+    .await;
+    let run = Running::spawn(
+        primary_port(),
+        &db.name,
+        &[
+            "--table",
+            "t",
+            "--alter",
+            "ADD COLUMN note TEXT NULL",
+            "--execute",
+            "--json",
+            "--apply-threads",
+            "3",
+        ],
+        &[("ZDM_FAILPOINT", "copy=3000")],
+    );
+    run.wait_for("failpoint copy reached", Duration::from_secs(60))
+        .await;
+    let ids: Vec<u64> = run
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .find_map(|l| {
+            l.split_once("flush connections (")
+                .map(|(_, r)| r.to_string())
+        })
+        .expect("zdm-ost logs its flush connections")
+        .trim_end_matches(')')
+        .split(", ")
+        .map(|c| c.trim_start_matches("connection ").parse().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    for id in &ids {
+        db.exec(&format!("KILL {id}")).await;
+    }
+    let (code, out, err) = run.finish().await;
+    assert_eq!(code, Some(0), "{err}");
+    summary(&out);
+    assert!(err.contains("applier connection lost"), "{err}");
+    writers.stop_without_errors().await;
+    assert_same_as_control(&mut db.conn).await;
+    db.drop_db().await;
+}
+
 #[tokio::test]
 async fn binlog_reader_server_id_never_clashes_with_a_replica() {
     let mut db = TestDb::new("m_server_id").await;
@@ -860,7 +919,7 @@ async fn changes_made_while_a_chunk_is_open_land_after_it() {
 }
 
 #[tokio::test]
-async fn parallel_copy_under_load_loses_nothing() {
+async fn parallel_copy_and_apply_under_load_loses_nothing() {
     let db = under_load_with(
         "m_parallel",
         "MODIFY a BIGINT NOT NULL",
@@ -869,6 +928,8 @@ async fn parallel_copy_under_load_loses_nothing() {
         "id, a, b, c, d",
         &[
             "--threads",
+            "4",
+            "--apply-threads",
             "4",
             "--chunk-size",
             "100",
