@@ -65,21 +65,22 @@ catch_up() {
   mariadb --no-defaults -h127.0.0.1 -P"$REPLICA_PORT" -uroot -N -e "SELECT MASTER_GTID_WAIT('$gtid', 600)" >/dev/null
 }
 
-run_method() { # method -> prints wall seconds; zdm's RSS to $OUT/rss
-  local m=$1 t0 t1
+run_method() { # method -> prints wall seconds (fails if the method failed); zdm's RSS to $OUT/rss
+  local m=$1 t0 t1 status=0
   t0=$(date +%s.%N)
   case "$m" in
-    native) sql -e "ALTER TABLE bench.sbtest $ALTER, ALGORITHM=COPY" ;;
+    native) sql -e "ALTER TABLE bench.sbtest $ALTER, ALGORITHM=COPY" || status=$? ;;
     ptosc) pt-online-schema-change --alter "$ALTER" "D=bench,t=sbtest,h=127.0.0.1,P=$PORT,u=root" \
              --execute --recursion-method=none --no-check-alter --set-vars lock_wait_timeout=5 \
-             --chunk-time 0.5 --critical-load Threads_running=1000 --max-load Threads_running=500 >"$OUT/ptosc.log" 2>&1 ;;
+             --chunk-time 0.5 --critical-load Threads_running=1000 --max-load Threads_running=500 >"$OUT/ptosc.log" 2>&1 || status=$? ;;
     zdm) /usr/bin/time -v ./target/release/zdm-ost --host 127.0.0.1 --port "$PORT" --database bench --table sbtest \
-             --alter "$ALTER" --execute --ok-to-drop-table --json $ZDM_ARGS >"$OUT/zdm.out" 2>"$OUT/zdm.err"
+             --alter "$ALTER" --execute --ok-to-drop-table --json $ZDM_ARGS >"$OUT/zdm.out" 2>"$OUT/zdm.err" || status=$?
          awk -F': ' '/Maximum resident set size/ {print $2}' "$OUT/zdm.err" >"$OUT/rss"
          awk -F': ' '/User time|System time/ {s += $2} END {printf "%.2f", s}' "$OUT/zdm.err" >"$OUT/cpu" ;;
   esac
   t1=$(date +%s.%N)
   echo "$t0 $t1" | awk '{printf "%.2f", $2 - $1}'
+  [ "$status" = 0 ] || { echo "bench: $m exited with status $status (logs in $OUT)" >&2; return 1; }
 }
 
 correct() { # table == control, over the original columns
@@ -104,7 +105,7 @@ for round in $(seq 1 "$ROUNDS"); do
         load=$!
         sleep 1
       fi
-      wall=$(run_method "$m") || wall="FAILED"
+      wall=$(run_method "$m") || wall="FAILED ($wall s)"
       load_json="{}"
       if [ "$mode" != idle ]; then
         sleep 1; touch "$stop"; wait $load || true
@@ -128,12 +129,13 @@ def med(xs):
     return statistics.median(xs) if xs else None
 out = []
 for mode in ("idle", "load", "unpaced"):
-    native = med([float(r["wall"]) for r in rows if r["mode"] == mode and r["method"] == "native" and r["wall"] != "FAILED"])
+    native = med([float(r["wall"]) for r in rows if r["mode"] == mode and r["method"] == "native" and not r["wall"].startswith("FAILED")])
     for m in ("native", "ptosc", "zdm"):
         rs = [r for r in rows if r["mode"] == mode and r["method"] == m]
         if not rs:
             continue
-        wall = med([float(r["wall"]) for r in rs if r["wall"] != "FAILED"])
+        wall = med([float(r["wall"]) for r in rs if not r["wall"].startswith("FAILED")])
+        failed = sum(1 for r in rs if r["wall"].startswith("FAILED"))
         l = [r["load"] for r in rs if r["load"]]
         out.append((mode, m, wall, (wall / native) if wall and native else None,
                     med([x["tps"] for x in l]) if l else None,
@@ -141,7 +143,7 @@ for mode in ("idle", "load", "unpaced"):
                     med([x["p99_ms"] for x in l]) if l else None,
                     max([x["max_ms"] for x in l]) if l else None,
                     sum(x["errors"] for x in l) if l else None,
-                    "yes" if all(r["correct"] == "yes" for r in rs) else "NO",
+                    (f"{failed} FAILED" if failed else "yes") if all(r["correct"] == "yes" for r in rs) else "NO",
                     max([int(r["rss_kb"]) for r in rs if r["rss_kb"]], default=None),
                     med([r["zdm"]["applied_changes"] / (r["zdm"]["total_ms"] / 1000) for r in rs if r.get("zdm", {}).get("total_ms")]),
                     max([r["zdm"]["max_backlog"] for r in rs if r.get("zdm", {}).get("total_ms")], default=None)))

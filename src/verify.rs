@@ -1,8 +1,10 @@
 //! The checksum before cut-over: proves the ghost equals the original, or repairs it, or stops
 //! the migration before any rename.
 //!
-//! Consistent point: a session takes `LOCK TABLES <t> READ, <t>_zdm_gho WRITE` (writers stall
-//! for milliseconds), a sentinel proves the stream has read every change made before, the last
+//! Consistent point: a session takes `LOCK TABLES <t> WRITE, <t>_zdm_gho WRITE` (readers and
+//! writers stall for milliseconds; a READ lock would do, but a pending READ lock lets new
+//! write transactions pass it and starved for seconds under a busy write load, measured here,
+//! while a pending WRITE lock queues them), a sentinel proves the stream has read every change made before, the last
 //! keys are applied in that session, and a second session opens `START TRANSACTION WITH
 //! CONSISTENT SNAPSHOT`; then the lock is released. In that snapshot both tables are in the
 //! same state they had under the lock, where the ghost was complete.
@@ -277,7 +279,7 @@ impl Verify<'_> {
                 })?;
             if let Err(e) = lock
                 .query_drop(format!(
-                    "LOCK /* zdm-ost */ TABLES {} READ, {} WRITE",
+                    "LOCK /* zdm-ost */ TABLES {} WRITE, {} WRITE",
                     t.orig_q(),
                     t.ghost_q()
                 ))
