@@ -556,6 +556,8 @@ pub struct Follower {
     /// `Some(w)`: at `safe_pos`, keys above `w` were held back for the copy, so a resumed copy
     /// must start again after `w` (`None` inside: from the start). `None`: nothing was held.
     pub safe_watermark: Option<Option<Key>>,
+    /// The latest sentinel tokens read (one may arrive while a flush runs).
+    pub sentinels: VecDeque<String>,
     /// Hard throttle reasons pause flushing (keys keep being collected).
     pub throttle: Option<Arc<crate::throttle::Throttle>>,
 }
@@ -583,6 +585,9 @@ impl Follower {
         flush: bool,
         cancel: &CancellationToken,
     ) -> Result<(), FollowError> {
+        if token.is_some_and(|t| self.seen(t)) {
+            return Ok(());
+        }
         let mut next_flush = tokio::time::Instant::now() + self.flush_every;
         let secs = until
             .saturating_duration_since(tokio::time::Instant::now())
@@ -592,19 +597,9 @@ impl Follower {
             tokio::select! {
                 msg = self.rx.recv() => match msg {
                     None => return Err(FollowError::StreamEnded),
-                    Some(crate::binlog::StreamMsg::Keys(keys)) => self.applier.add(keys),
-                    Some(crate::binlog::StreamMsg::Sentinel(t, _)) => {
-                        if token == Some(t.as_str()) {
-                            return Ok(());
-                        }
-                    }
-                    Some(crate::binlog::StreamMsg::Position(p)) => {
-                        if self.applier.is_empty() {
-                            self.safe_pos = Some(p.clone());
-                            self.safe_watermark = None;
-                        }
-                        self.last_pos = Some(p);
-                    }
+                    Some(m) => if self.handle(m, token) {
+                        return Ok(());
+                    },
                 },
                 _ = tokio::time::sleep_until(wake) => {
                     if tokio::time::Instant::now() >= until {
@@ -629,48 +624,110 @@ impl Follower {
                     || self.applier.backlog() >= BATCH * 4)
             {
                 self.flush(cancel).await?;
+                if token.is_some_and(|t| self.seen(t)) {
+                    return Ok(());
+                }
                 next_flush = tokio::time::Instant::now() + self.flush_every;
             }
         }
     }
 
-    /// Flushes every pending key, reconnecting once if the connection broke.
+    /// Takes one message from the stream; true when it is the sentinel `token`.
+    fn handle(&mut self, msg: crate::binlog::StreamMsg, token: Option<&str>) -> bool {
+        match msg {
+            crate::binlog::StreamMsg::Keys(keys) => {
+                self.applier.add(keys);
+                false
+            }
+            crate::binlog::StreamMsg::Sentinel(t, _) => {
+                let hit = token == Some(t.as_str());
+                if self.sentinels.len() >= 64 {
+                    self.sentinels.pop_front();
+                }
+                self.sentinels.push_back(t);
+                hit
+            }
+            crate::binlog::StreamMsg::Position(p) => {
+                // every key received before it has been flushed (none pending or held)
+                if self.applier.is_empty() {
+                    self.safe_pos = Some(p.clone());
+                    self.safe_watermark = None;
+                }
+                self.last_pos = Some(p);
+                false
+            }
+        }
+    }
+
+    fn seen(&self, token: &str) -> bool {
+        self.sentinels.iter().any(|s| s == token)
+    }
+
+    /// Flushes every pending key, reconnecting once if a connection broke. The stream keeps
+    /// being read meanwhile (into a bounded buffer, taken in order afterwards): a flush that
+    /// waits on the server must not leave the binlog reader behind.
     pub async fn flush(&mut self, cancel: &CancellationToken) -> Result<u64, ApplyError> {
         // Everything received before the latest position is in the set now: once the set is
         // flushed, that position is safe to restart from.
         let candidate = self.last_pos.clone();
-        let r = self.flush_inner(cancel).await;
+        let mut received = Vec::new();
+        let mut ended = false;
+        let r = {
+            let flush =
+                flush_reconnecting(&mut self.applier, &mut self.conns, &self.endpoint, cancel);
+            tokio::pin!(flush);
+            let rx = &mut self.rx;
+            loop {
+                tokio::select! {
+                    r = &mut flush => break r,
+                    m = rx.recv(), if !ended && received.len() < RECEIVE_WHILE_FLUSHING => match m {
+                        Some(m) => received.push(m),
+                        None => ended = true,
+                    },
+                }
+            }
+        };
         if r.is_ok() && self.applier.backlog() == 0 && candidate.is_some() {
             self.safe_pos = candidate;
             self.safe_watermark = self.applier.held_below();
         }
-        r
-    }
-
-    async fn flush_inner(&mut self, cancel: &CancellationToken) -> Result<u64, ApplyError> {
-        match self.applier.flush(&mut self.conns, cancel).await {
-            Err(ApplyError::Connection(reason)) => {
-                tracing::warn!("applier connection lost ({reason}); reconnecting");
-                for c in self.conns.iter_mut() {
-                    let mut fresh = self
-                        .endpoint
-                        .connect()
-                        .await
-                        .map_err(|e| ApplyError::Connection(e.to_string()))?;
-                    set_read_committed(&mut fresh)
-                        .await
-                        .map_err(|e| ApplyError::Connection(e.to_string()))?;
-                    *c = fresh;
-                }
-                self.applier.flush(&mut self.conns, cancel).await
-            }
-            other => other,
+        for m in received {
+            self.handle(m, None);
         }
+        r
     }
 
     /// The first flush connection, for work that needs one session (the checksum's repairs).
     pub fn conn(&mut self) -> &mut Conn {
         &mut self.conns[0]
+    }
+}
+
+/// Stream messages buffered while a flush runs.
+const RECEIVE_WHILE_FLUSHING: usize = 4096;
+
+async fn flush_reconnecting(
+    applier: &mut Applier,
+    conns: &mut [Conn],
+    endpoint: &crate::conn::Endpoint,
+    cancel: &CancellationToken,
+) -> Result<u64, ApplyError> {
+    match applier.flush(conns, cancel).await {
+        Err(ApplyError::Connection(reason)) => {
+            tracing::warn!("applier connection lost ({reason}); reconnecting");
+            for c in conns.iter_mut() {
+                let mut fresh = endpoint
+                    .connect()
+                    .await
+                    .map_err(|e| ApplyError::Connection(e.to_string()))?;
+                set_read_committed(&mut fresh)
+                    .await
+                    .map_err(|e| ApplyError::Connection(e.to_string()))?;
+                *c = fresh;
+            }
+            applier.flush(conns, cancel).await
+        }
+        other => other,
     }
 }
 

@@ -582,6 +582,7 @@ impl Run<'_> {
             last_pos: Some(start.clone()),
             safe_pos: Some(start),
             safe_watermark: None,
+            sentinels: Default::default(),
             throttle: Some(Arc::clone(&self.throttle)),
         };
         let watermark = self.resume.as_ref().and_then(|c| c.watermark.clone());
