@@ -419,7 +419,7 @@ impl Run<'_> {
         self.progress.set_phase(Phase::Expanded);
         // heartbeats, lag, load, flag files: for as long as this run lasts
         let monitor_stop = self.cancel.child_token();
-        let _monitor_guard = monitor_stop.clone().drop_guard();
+        let monitor_guard = monitor_stop.clone().drop_guard();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(
             Monitor {
@@ -436,7 +436,21 @@ impl Run<'_> {
         );
         // the first round of checks (flag files, load, lag) comes before the first chunk
         let _ = tokio::time::timeout(Duration::from_secs(10), ready_rx).await;
-        let tables = Arc::new(self.tables());
+        let autoinc_lock_mode: Option<u64> = conn
+            .query_first("SELECT @@innodb_autoinc_lock_mode")
+            .await
+            .ok()
+            .flatten();
+        let serialize = (self.plan.original.auto_increment.is_some()
+            || self.plan.ghost.auto_increment.is_some())
+            && autoinc_lock_mode.is_none_or(|m| m < 2);
+        if serialize {
+            tracing::info!(
+                "innodb_autoinc_lock_mode = {}: every INSERT ... SELECT into the ghost takes a table-level AUTO-INC lock, so copy chunks and applier batches take turns",
+                autoinc_lock_mode.map(|m| m.to_string()).unwrap_or_else(|| "?".into())
+            );
+        }
+        let tables = Arc::new(self.tables(serialize));
         let key = key_columns(&self.plan.original, &self.plan.chunk_key.columns);
 
         // Stream: position first, proven live with a sentinel, before any row is copied. A
@@ -496,7 +510,8 @@ impl Run<'_> {
             (Err(e), _) => return Err(e),
         };
 
-        // Clean up.
+        // Clean up (heartbeats stop first: they write to the changelog).
+        drop(monitor_guard);
         for t in [&n.changelog, &n.checkpoint] {
             conn.query_drop(format!(
                 "DROP /* zdm-ost */ TABLE IF EXISTS {}",
@@ -797,7 +812,7 @@ impl Run<'_> {
         }
     }
 
-    fn tables(&self) -> Tables {
+    fn tables(&self, serialize_inserts: bool) -> Tables {
         let copied: Vec<&crate::ddl::MappedColumn> = self
             .plan
             .mapping
@@ -815,6 +830,7 @@ impl Run<'_> {
             targets: copied.iter().map(|m| m.target.clone()).collect(),
             sources: copied.iter().filter_map(|m| m.source.clone()).collect(),
             share_nowait: self.plan.server.share_nowait(),
+            insert_slot: serialize_inserts.then(|| Arc::new(tokio::sync::Mutex::new(()))),
         }
     }
 }

@@ -335,6 +335,7 @@ impl Monitor {
                         latencies.pop_front();
                     }
                 }
+                Err(_) if self.cancel.is_cancelled() => break,
                 Err(e) => {
                     tracing::warn!("heartbeat write failed: {}", server_message(&e));
                     primary = None;

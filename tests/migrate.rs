@@ -918,6 +918,62 @@ async fn changes_made_while_a_chunk_is_open_land_after_it() {
     db.drop_db().await;
 }
 
+/// With an AUTO_INCREMENT column (and innodb_autoinc_lock_mode 1, MariaDB's default), every
+/// INSERT ... SELECT into the ghost holds a table-level lock for its whole statement: the
+/// applier's NOWAIT statements must still get their turn between long copy chunks, not wait
+/// for the end of the copy.
+#[tokio::test]
+async fn changes_are_applied_while_long_copy_chunks_run() {
+    let mut db = TestDb::new("m_autoinc_turns").await;
+    std_table(&mut db, 4000).await;
+    let writers = Writers::start(
+        primary_port(),
+        &db.name,
+        &std_shape(std_cols(), 4000),
+        2,
+        Duration::from_millis(2),
+        false,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (code, _, err) = Running::spawn(
+        primary_port(),
+        &db.name,
+        &[
+            "--table",
+            "t",
+            "--alter",
+            "MODIFY a BIGINT NOT NULL",
+            "--execute",
+            "--chunk-size",
+            "800",
+            "--chunk-time",
+            "10",
+            "--status-interval",
+            "0.3",
+        ],
+        // every chunk's statement runs about 0.8 s
+        &[("ZDM_FAILPOINT", "copy-slow-read~1")],
+    )
+    .finish()
+    .await;
+    assert_eq!(code, Some(0), "migration failed:\n{err}");
+    // the last status line of the copy, before it was done
+    let applied: u64 = err
+        .lines()
+        .take_while(|l| !l.contains("copy done"))
+        .filter_map(|l| l.split("applied ").nth(1)?.split(' ').next()?.parse().ok())
+        .last()
+        .unwrap_or_else(|| panic!("no status line during the copy:\n{err}"));
+    assert!(
+        applied > 100,
+        "only {applied} changes applied during the copy:\n{err}"
+    );
+    writers.stop_without_errors().await;
+    assert_same_as_control(&mut db.conn).await;
+    db.drop_db().await;
+}
+
 #[tokio::test]
 async fn parallel_copy_and_apply_under_load_loses_nothing() {
     let db = under_load_with(
