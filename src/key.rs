@@ -167,11 +167,17 @@ impl KeyColumn {
     /// Integer columns: their keys can be ordered here exactly as the server orders them
     /// (strings follow collations, which zdm-ost does not reproduce).
     pub fn is_integer(&self) -> bool {
-        matches!(
-            self.data_type.as_str(),
-            "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint"
-        )
+        is_integer_type(&self.data_type)
     }
+}
+
+/// Whether a column type (`int`, `bigint(20) unsigned`, ...) is an integer type.
+pub fn is_integer_type(column_type: &str) -> bool {
+    let t = column_type.to_ascii_lowercase();
+    matches!(
+        t.split(['(', ' ']).next().unwrap_or(""),
+        "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint"
+    )
 }
 
 /// Orders two keys of integer columns as the index does (signed and unsigned values compare

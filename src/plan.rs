@@ -367,6 +367,12 @@ impl Plan {
             })
             .map(|c| c.name.clone())
             .collect();
+        // the copy reads without row locks over an integer key (see apply::Frontier)
+        let integer_key = probe.chunk_key.columns.iter().all(|n| {
+            pre.table
+                .column(n)
+                .is_some_and(|c| crate::key::is_integer_type(&c.column_type))
+        });
         let steps = vec![
             format!(
                 "create {} with the ALTER applied, and {} for heartbeats and cut-over sentinels",
@@ -378,10 +384,16 @@ impl Plan {
                 names.ghost
             ),
             format!(
-                "copy rows in chunks of {} ranges ({}), each chunk one short transaction",
+                "copy rows in chunks of {} ranges ({}), each chunk one short transaction {}",
                 probe.chunk_key.original_index,
-                probe.chunk_key.columns.join(", ")
+                probe.chunk_key.columns.join(", "),
+                if integer_key {
+                    "reading a consistent snapshot (no row locks); changes to a range wait until its chunk has committed"
+                } else {
+                    "with NOWAIT locking reads"
+                }
             ),
+            "checksum both tables chunk by chunk at a consistent point; repair or stop on a difference (unless --skip-checksum)".to_string(),
             format!(
                 "catch up with the binlog, then cut over: lock {t} briefly, apply the last changes, atomically RENAME {t} TO {}, {} TO {t}",
                 names.old, names.ghost

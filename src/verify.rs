@@ -3,9 +3,10 @@
 //!
 //! Consistent point: a session takes `LOCK TABLES <t> READ, <t>_zdm_gho WRITE` (writers stall
 //! for milliseconds; every other attempt locks the original WRITE, see below), a sentinel proves the stream has read every change made before, the last
-//! keys are applied in that session, and a second session opens `START TRANSACTION WITH
-//! CONSISTENT SNAPSHOT`; then the lock is released. In that snapshot both tables are in the
-//! same state they had under the lock, where the ghost was complete.
+//! keys are applied in that session, and two more sessions open `START TRANSACTION WITH
+//! CONSISTENT SNAPSHOT`; then the lock is released. In those snapshots both tables are in the
+//! same state they had under the lock, where the ghost was complete; one session reads the
+//! original and the other the ghost, side by side.
 //!
 //! Per chunk of the key (ranges cover the whole key space, open at both ends, so stray rows are
 //! found too): `COUNT(*)` and `BIT_XOR(CRC32(...))` over the mapped columns. Each new column is
@@ -178,10 +179,9 @@ impl Verify<'_> {
             let todo = ranges.clone();
             let throttle = Arc::clone(&self.throttle);
             let cancel = self.cancel.clone();
-            let mut task =
-                tokio::spawn(
-                    async move { check(snapshot, &t, &e, todo, &throttle, &cancel).await },
-                );
+            let mut task = tokio::spawn(async move {
+                check(snapshot.0, snapshot.1, &t, &e, todo, &throttle, &cancel).await
+            });
             // keep applying while the checksum reads its snapshot
             let (chunks, differing) = loop {
                 let until = tokio::time::Instant::now() + Duration::from_millis(100);
@@ -237,8 +237,9 @@ impl Verify<'_> {
         unreachable!("the loop returns on its last round")
     }
 
-    /// Returns a session inside a consistent snapshot taken while the ghost was complete.
-    async fn consistent_point(&mut self) -> Result<Conn, VerifyError> {
+    /// Returns two sessions inside consistent snapshots taken, under the same lock, while the
+    /// ghost was complete: one reads the original, the other the ghost, side by side.
+    async fn consistent_point(&mut self) -> Result<(Conn, Conn), VerifyError> {
         let t = Arc::clone(&self.tables);
         for attempt in 1..=LOCK_ATTEMPTS {
             // catch up first, so the lock is short
@@ -267,14 +268,18 @@ impl Verify<'_> {
                     what: "connecting",
                     reason: e.to_string(),
                 })?;
-            let mut snap = self
-                .endpoint
-                .connect()
-                .await
-                .map_err(|e| VerifyError::Sql {
-                    what: "connecting",
-                    reason: e.to_string(),
-                })?;
+            let mut snaps = Vec::with_capacity(2);
+            for _ in 0..2 {
+                snaps.push(
+                    self.endpoint
+                        .connect()
+                        .await
+                        .map_err(|e| VerifyError::Sql {
+                            what: "connecting",
+                            reason: e.to_string(),
+                        })?,
+                );
+            }
             // READ first: while it waits it holds nobody up, and long readers do not block it;
             // but new write transactions pass a pending READ lock, so under a busy write load
             // it can starve (0.5-2.5 s measured here). A pending WRITE lock queues them, and is
@@ -311,12 +316,15 @@ impl Verify<'_> {
                     .flush_under_table_lock(&mut lock, self.cancel)
                     .await
                     .map_err(FollowError::from)?;
-                snap.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                    .await
-                    .map_err(sql("opening the snapshot"))?;
-                snap.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-                    .await
-                    .map_err(sql("opening the snapshot"))?;
+                // both tables are locked: the two snapshots see the same state
+                for snap in snaps.iter_mut() {
+                    snap.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                        .await
+                        .map_err(sql("opening the snapshot"))?;
+                    snap.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+                        .await
+                        .map_err(sql("opening the snapshot"))?;
+                }
                 Ok::<(), VerifyError>(())
             }
             .await;
@@ -324,16 +332,20 @@ impl Verify<'_> {
             let _ = lock.disconnect().await;
             under?;
             unlocked.map_err(sql("unlocking"))?;
-            return Ok(snap);
+            let ghost_side = snaps.pop().expect("two snapshots");
+            let orig_side = snaps.pop().expect("two snapshots");
+            return Ok((orig_side, ghost_side));
         }
         Err(VerifyError::Lock(LOCK_ATTEMPTS))
     }
 }
 
-/// Checksums the given ranges (or the whole table, in chunks) inside the snapshot.
-/// Returns the number of chunks checked and the ones that differ.
+/// Checksums the given ranges (or the whole table, in chunks) inside the snapshots, the
+/// original on `s` and the ghost on `g` at the same time. Returns the number of chunks checked
+/// and the ones that differ.
 async fn check(
     mut s: Conn,
+    mut g: Conn,
     t: &Tables,
     exprs: &(String, String),
     ranges: Option<Vec<Range>>,
@@ -353,34 +365,30 @@ async fn check(
         }
         let (op, pp) = range_predicate(&t.key_orig, lo.as_ref(), hi.as_ref());
         let (gp, gpp) = range_predicate(&t.key_ghost, lo.as_ref(), hi.as_ref());
-        let a: Option<(u64, u64)> = s
-            .exec_first(
-                format!(
-                    "SELECT /* zdm-ost */ {} FROM {} WHERE {op}",
-                    exprs.0,
-                    t.orig_q()
-                ),
-                pp,
-            )
-            .await
-            .map_err(sql("checksumming the original"))?;
-        let b: Option<(u64, u64)> = s
-            .exec_first(
-                format!(
-                    "SELECT /* zdm-ost */ {} FROM {} WHERE {gp}",
-                    exprs.1,
-                    t.ghost_q()
-                ),
-                gpp,
-            )
-            .await
-            .map_err(sql("checksumming the ghost"))?;
+        let orig_sql = format!(
+            "SELECT /* zdm-ost */ {} FROM {} WHERE {op}",
+            exprs.0,
+            t.orig_q()
+        );
+        let ghost_sql = format!(
+            "SELECT /* zdm-ost */ {} FROM {} WHERE {gp}",
+            exprs.1,
+            t.ghost_q()
+        );
+        let (a, b) = tokio::join!(
+            s.exec_first::<(u64, u64), _, _>(orig_sql, pp),
+            g.exec_first::<(u64, u64), _, _>(ghost_sql, gpp)
+        );
+        let a = a.map_err(sql("checksumming the original"))?;
+        let b = b.map_err(sql("checksumming the ghost"))?;
         if a != b {
             differing.push((lo.clone(), hi.clone()));
         }
     }
-    let _ = s.query_drop("COMMIT").await;
-    let _ = s.disconnect().await;
+    for mut c in [s, g] {
+        let _ = c.query_drop("COMMIT").await;
+        let _ = c.disconnect().await;
+    }
     Ok((ranges.len() as u64, differing))
 }
 
