@@ -180,16 +180,19 @@ impl Cutover<'_> {
         Ok(())
     }
 
-    /// Waits (bounded) while other sessions hold a metadata lock on the table.
+    /// Waits (bounded) while other sessions hold a metadata lock on the table and have been in
+    /// their current statement, or idle in their transaction, for a second or more. Younger
+    /// holders are a busy application's short transactions: they end by themselves, and waiting
+    /// for the table to be free of them would only spend the whole bound.
     async fn wait_for_lock_holders(&mut self) -> Result<(), CutoverError> {
         let t = &self.tables;
         let query = match self.server.flavor {
             Flavor::MariaDb => "SELECT /* zdm-ost */ p.ID, p.USER, p.TIME, p.COMMAND, p.INFO \
                  FROM information_schema.METADATA_LOCK_INFO m JOIN information_schema.PROCESSLIST p ON p.ID = m.THREAD_ID \
-                 WHERE m.TABLE_SCHEMA = ? AND m.TABLE_NAME = ? AND m.THREAD_ID <> CONNECTION_ID()",
+                 WHERE m.TABLE_SCHEMA = ? AND m.TABLE_NAME = ? AND m.THREAD_ID <> CONNECTION_ID() AND p.TIME_MS >= 1000",
             Flavor::MySql => "SELECT /* zdm-ost */ t.PROCESSLIST_ID, t.PROCESSLIST_USER, t.PROCESSLIST_TIME, t.PROCESSLIST_COMMAND, t.PROCESSLIST_INFO \
                  FROM performance_schema.metadata_locks m JOIN performance_schema.threads t ON t.THREAD_ID = m.OWNER_THREAD_ID \
-                 WHERE m.OBJECT_TYPE = 'TABLE' AND m.OBJECT_SCHEMA = ? AND m.OBJECT_NAME = ? AND t.PROCESSLIST_ID <> CONNECTION_ID()",
+                 WHERE m.OBJECT_TYPE = 'TABLE' AND m.OBJECT_SCHEMA = ? AND m.OBJECT_NAME = ? AND t.PROCESSLIST_ID <> CONNECTION_ID() AND t.PROCESSLIST_TIME >= 1",
         };
         let bound = (self.opts.lock_timeout * 2).max(Duration::from_secs(2));
         let started = Instant::now();
