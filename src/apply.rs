@@ -321,16 +321,12 @@ impl Shared {
         self.stop.store(true, Relaxed);
     }
 
-    fn push_front(&self, b: Batch) {
-        self.work
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push_front(b);
+    fn work(&self) -> std::sync::MutexGuard<'_, VecDeque<Batch>> {
+        self.work.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn remaining(&self) -> u64 {
-        let w = self.work.lock().unwrap_or_else(|p| p.into_inner());
-        w.iter().map(|b| b.keys.len() as u64).sum()
+        self.work().iter().map(|b| b.keys.len() as u64).sum()
     }
 }
 
@@ -352,11 +348,7 @@ async fn flush_worker(
             shared.fail(ApplyError::Cancelled);
             return applied;
         }
-        let next = shared
-            .work
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop_front();
+        let next = shared.work().pop_front();
         let Some(batch) = next else {
             return applied;
         };
@@ -390,14 +382,14 @@ async fn flush_worker(
                         conflicts: 0,
                         duplicates: batch.duplicates,
                     };
-                    shared.push_front(half(b));
-                    shared.push_front(half(a));
+                    shared.work().push_front(half(b));
+                    shared.work().push_front(half(a));
                 } else {
                     if backoff(conflicts, cancel).await.is_err() {
                         shared.fail(ApplyError::Cancelled);
                         return applied;
                     }
-                    shared.push_front(Batch { conflicts, ..batch });
+                    shared.work().push_front(Batch { conflicts, ..batch });
                 }
             }
             Failure::Duplicate(message) => {
@@ -411,11 +403,7 @@ async fn flush_worker(
                     });
                     return applied;
                 }
-                let other = shared
-                    .work
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .pop_back();
+                let other = shared.work().pop_back();
                 let mut keys = batch.keys;
                 match other {
                     Some(o) => keys.extend(o.keys),
@@ -426,15 +414,11 @@ async fn flush_worker(
                         }
                     }
                 }
-                shared
-                    .work
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push_back(Batch {
-                        keys,
-                        conflicts: 0,
-                        duplicates,
-                    });
+                shared.work().push_back(Batch {
+                    keys,
+                    conflicts: 0,
+                    duplicates,
+                });
             }
             Failure::Data(message) => {
                 let detail =
@@ -716,23 +700,13 @@ async fn flush_reconnecting(
         Err(ApplyError::Connection(reason)) => {
             tracing::warn!("applier connection lost ({reason}); reconnecting");
             for c in conns.iter_mut() {
-                let mut fresh = endpoint
-                    .connect()
+                *c = endpoint
+                    .connect_read_committed()
                     .await
                     .map_err(|e| ApplyError::Connection(e.to_string()))?;
-                set_read_committed(&mut fresh)
-                    .await
-                    .map_err(|e| ApplyError::Connection(e.to_string()))?;
-                *c = fresh;
             }
             applier.flush(conns, cancel).await
         }
         other => other,
     }
-}
-
-pub async fn set_read_committed(conn: &mut Conn) -> Result<(), mysql_async::Error> {
-    use mysql_async::prelude::Queryable;
-    conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-        .await
 }

@@ -79,13 +79,20 @@ impl Endpoint {
     }
 
     pub fn opts(&self, lock_wait_timeout_secs: u64) -> Opts {
-        let setup = vec![
+        self.opts_with(lock_wait_timeout_secs, false)
+    }
+
+    fn opts_with(&self, lock_wait_timeout_secs: u64, read_committed: bool) -> Opts {
+        let mut setup = vec![
             "SET NAMES utf8mb4".to_string(),
             format!(
                 "SET SESSION time_zone = '+00:00', sql_mode = '{SQL_MODE}', \
                  lock_wait_timeout = {lock_wait_timeout_secs}, innodb_lock_wait_timeout = {lock_wait_timeout_secs}"
             ),
         ];
+        if read_committed {
+            setup.push("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED".to_string());
+        }
         OptsBuilder::default()
             .ip_or_hostname(self.host.clone())
             .tcp_port(self.port)
@@ -100,6 +107,12 @@ impl Endpoint {
     /// Opens one connection with zdm-ost's session settings.
     pub async fn connect(&self) -> Result<Conn, ConnError> {
         self.connect_with(self.opts(10)).await
+    }
+
+    /// Opens one connection whose transactions are READ COMMITTED: the copier's and the
+    /// applier's sessions (each statement of theirs reads the latest committed rows).
+    pub async fn connect_read_committed(&self) -> Result<Conn, ConnError> {
+        self.connect_with(self.opts_with(10, true)).await
     }
 
     pub async fn connect_with(&self, opts: Opts) -> Result<Conn, ConnError> {

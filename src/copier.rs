@@ -73,7 +73,8 @@ pub struct CopyOptions {
     pub frontier: Arc<crate::apply::Frontier>,
 }
 
-/// Copies every row up to the largest key present now. Returns rows copied.
+/// Copies every row up to the largest key present now, finding chunk boundaries on `conn` (one
+/// of [`crate::conn::Endpoint::connect_read_committed`]'s). Returns rows copied.
 pub async fn copy(
     conn: &mut Conn,
     endpoint: &crate::conn::Endpoint,
@@ -89,9 +90,6 @@ pub async fn copy(
         range: range.to_string(),
         message: server_message(e),
     };
-    conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-        .await
-        .map_err(|e| fatal("(setup)", &e))?;
     let keys = ident_list(&t.key_orig);
     let max_sql = format!(
         "SELECT /* zdm-ost */ {keys} FROM {} FORCE INDEX ({}) ORDER BY {} LIMIT 1",
@@ -130,14 +128,14 @@ pub async fn copy(
     let watermark = Arc::new(Mutex::new(Watermark::default()));
     let mut workers = Vec::with_capacity(threads);
     for _ in 0..threads {
-        let mut wconn = endpoint.connect().await.map_err(|e| CopyError::Fatal {
-            table: t.orig.clone(),
-            range: "(connecting a copy worker)".into(),
-            message: e.to_string(),
-        })?;
-        crate::apply::set_read_committed(&mut wconn)
+        let mut wconn = endpoint
+            .connect_read_committed()
             .await
-            .map_err(|e| fatal("(setup)", &e))?;
+            .map_err(|e| CopyError::Fatal {
+                table: t.orig.clone(),
+                range: "(connecting a copy worker)".into(),
+                message: e.to_string(),
+            })?;
         let w = Worker {
             endpoint: endpoint.clone(),
             tables: Arc::clone(&tables),
@@ -374,10 +372,8 @@ pub(crate) async fn copy_chunk(
                     conflicts += 1;
                     tracing::warn!("copier connection lost during chunk {range}; reconnecting");
                     backoff(conflicts, cancel).await?;
-                    if let Ok(mut c) = endpoint.connect().await {
-                        if crate::apply::set_read_committed(&mut c).await.is_ok() {
-                            *conn = c;
-                        }
+                    if let Ok(c) = endpoint.connect_read_committed().await {
+                        *conn = c;
                     }
                 }
                 Failure::Conflict => {

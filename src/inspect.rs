@@ -227,6 +227,21 @@ impl TableInfo {
             .find(|c| c.name.eq_ignore_ascii_case(name))
     }
 
+    /// Whether every one of these columns is an integer column: keys over them can be ordered
+    /// here exactly as the server orders them (strings follow collations, which zdm-ost does
+    /// not reproduce), so the copy can read without row locks (see `apply::Frontier`).
+    pub fn integer_key(&self, names: &[String]) -> bool {
+        names.iter().all(|n| {
+            self.column(n).is_some_and(|c| {
+                let t = c.column_type.to_ascii_lowercase();
+                matches!(
+                    t.split(['(', ' ']).next().unwrap_or(""),
+                    "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint"
+                )
+            })
+        })
+    }
+
     /// Keys that can drive chunking and row identity: the primary key first, then unique keys
     /// over NOT NULL columns without prefixes, fewest columns first.
     pub fn candidate_keys(&self) -> Vec<&IndexInfo> {

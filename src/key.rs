@@ -163,23 +163,6 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-impl KeyColumn {
-    /// Integer columns: their keys can be ordered here exactly as the server orders them
-    /// (strings follow collations, which zdm-ost does not reproduce).
-    pub fn is_integer(&self) -> bool {
-        is_integer_type(&self.data_type)
-    }
-}
-
-/// Whether a column type (`int`, `bigint(20) unsigned`, ...) is an integer type.
-pub fn is_integer_type(column_type: &str) -> bool {
-    let t = column_type.to_ascii_lowercase();
-    matches!(
-        t.split(['(', ' ']).next().unwrap_or(""),
-        "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint"
-    )
-}
-
 /// Orders two keys of integer columns as the index does (signed and unsigned values compare
 /// by value); `None` when a part is not an integer.
 pub fn cmp_integer_keys(a: &Key, b: &Key) -> Option<std::cmp::Ordering> {

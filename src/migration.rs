@@ -19,7 +19,7 @@ use mysql_async::prelude::*;
 use mysql_async::Conn;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{set_read_committed, Applier, FollowError, Follower, Frontier};
+use crate::apply::{Applier, FollowError, Follower, Frontier};
 use crate::binlog::{BinlogPos, StreamSpec, StreamTask};
 use crate::changelog;
 use crate::checkpoint::{self, Checkpoint};
@@ -561,12 +561,7 @@ impl Run<'_> {
         let db = &self.cfg.database;
         let mut apply_conns = Vec::with_capacity(self.opts.apply_threads.max(1));
         for _ in 0..self.opts.apply_threads.max(1) {
-            let mut c = ep.connect().await?;
-            set_read_committed(&mut c).await.map_err(|e| Error::Sql {
-                what: "setting up the applier",
-                reason: server_message(&e),
-            })?;
-            apply_conns.push(c);
+            apply_conns.push(ep.connect_read_committed().await?);
         }
         tracing::info!(
             "applier: {} flush connections ({})",
@@ -581,9 +576,7 @@ impl Run<'_> {
         // changes of ranges not copied yet (apply.rs, "Frontier"); other keys cannot be
         // ordered here, so their copy takes NOWAIT locks and changes are applied at once.
         let frontier = Arc::new(Frontier::default());
-        let integer_key = key_columns(&self.plan.original, &self.plan.chunk_key.columns)
-            .iter()
-            .all(KeyColumn::is_integer);
+        let integer_key = self.plan.original.integer_key(&self.plan.chunk_key.columns);
         let mut follower = Follower {
             rx,
             applier: Applier::new(
@@ -647,7 +640,7 @@ impl Run<'_> {
             .estimated_rows
             .store(self.plan.rows_estimate, Relaxed);
         let copy_started = Instant::now();
-        let mut copy_conn = ep.connect().await?;
+        let mut copy_conn = ep.connect_read_committed().await?;
         if integer_key {
             // (no flush is running: follow() has returned)
             frontier.start(watermark.clone());

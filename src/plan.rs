@@ -367,12 +367,7 @@ impl Plan {
             })
             .map(|c| c.name.clone())
             .collect();
-        // the copy reads without row locks over an integer key (see apply::Frontier)
-        let integer_key = probe.chunk_key.columns.iter().all(|n| {
-            pre.table
-                .column(n)
-                .is_some_and(|c| crate::key::is_integer_type(&c.column_type))
-        });
+        let integer_key = pre.table.integer_key(&probe.chunk_key.columns);
         let steps = vec![
             format!(
                 "create {} with the ALTER applied, and {} for heartbeats and cut-over sentinels",
