@@ -246,12 +246,7 @@ async fn empty_and_one_row_tables_migrate_under_load() {
         summary(&out);
         tokio::time::sleep(Duration::from_millis(100)).await;
         writers.stop_without_errors().await;
-        assert_same_rows(
-            &mut db.conn,
-            "SELECT id, a, b, c, d FROM t ORDER BY id",
-            "SELECT id, a, b, c, d FROM ctl ORDER BY id",
-        )
-        .await;
+        assert_same_as_control(&mut db.conn).await;
         assert_helpers_gone(&mut db, true).await;
         db.drop_db().await;
     }
@@ -368,12 +363,7 @@ async fn cutover_under_long_transaction_times_out_and_retries() {
         "{err}"
     );
     writers.stop_without_errors().await;
-    assert_same_rows(
-        &mut db.conn,
-        "SELECT id, a, b, c, d FROM t ORDER BY id",
-        "SELECT id, a, b, c, d FROM ctl ORDER BY id",
-    )
-    .await;
+    assert_same_as_control(&mut db.conn).await;
     db.drop_db().await;
 }
 
@@ -477,12 +467,7 @@ async fn big_transaction_just_before_cutover_is_applied_before_the_lock() {
         "{s}"
     );
     assert!(s["applied_changes"].as_u64().unwrap() >= 100_000, "{s}");
-    assert_same_rows(
-        &mut db.conn,
-        "SELECT id, a, b, c, d FROM t ORDER BY id",
-        "SELECT id, a, b, c, d FROM ctl ORDER BY id",
-    )
-    .await;
+    assert_same_as_control(&mut db.conn).await;
     db.drop_db().await;
 }
 
@@ -537,12 +522,7 @@ async fn sigkill_in_each_phase_leaves_the_original_intact_and_a_rerun_succeeds()
     );
     let (code, _, err) = migrate(&db.name, alter, &["--initially-drop-ghost-table"]).await;
     assert_eq!(code, Some(0), "{err}");
-    assert_same_rows(
-        &mut db.conn,
-        "SELECT id, a, b, c, d FROM t ORDER BY id",
-        "SELECT id, a, b, c, d FROM ctl ORDER BY id",
-    )
-    .await;
+    assert_same_as_control(&mut db.conn).await;
     assert_helpers_gone(&mut db, true).await;
     db.drop_db().await;
 }
@@ -616,12 +596,7 @@ async fn writes_queued_during_cutover_all_reach_the_new_table() {
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     writers.stop_without_errors().await;
-    let n = assert_same_rows(
-        &mut db.conn,
-        "SELECT id, a, b, c, d FROM t ORDER BY id",
-        "SELECT id, a, b, c, d FROM ctl ORDER BY id",
-    )
-    .await;
+    let n = assert_same_as_control(&mut db.conn).await;
     assert!(n > 500);
     assert_helpers_gone(&mut db, false).await;
     db.drop_db().await;
@@ -726,12 +701,7 @@ async fn killed_binlog_connection_resumes_without_losing_changes() {
     summary(&out);
     assert!(err.contains("reconnecting from mariadb-bin."), "{err}");
     writers.stop_without_errors().await;
-    assert_same_rows(
-        &mut db.conn,
-        "SELECT id, a, b, c, d FROM t ORDER BY id",
-        "SELECT id, a, b, c, d FROM ctl ORDER BY id",
-    )
-    .await;
+    assert_same_as_control(&mut db.conn).await;
     db.drop_db().await;
 }
 
