@@ -83,8 +83,14 @@ pub type Range = (Option<Key>, Option<Key>);
 pub fn checksum_exprs(t: &Tables, original: &TableInfo, ghost: &TableInfo) -> (String, String) {
     let mut orig = Vec::new();
     let mut gho = Vec::new();
+    // NULL flags only for columns that can hold NULL (CONCAT_WS skips NULLs: without a flag,
+    // NULL and '' would look alike)
+    let mut nullable = Vec::new();
     for (target, source) in t.targets.iter().zip(t.sources.iter()) {
         let col = ghost.column(target);
+        nullable.push(
+            col.is_none_or(|c| c.nullable) || original.column(source).is_none_or(|o| o.nullable),
+        );
         let ty = col.map(|c| c.column_type.clone()).unwrap_or_default();
         let cs = col.and_then(|c| c.charset.clone());
         let unchanged = original
@@ -101,11 +107,17 @@ pub fn checksum_exprs(t: &Tables, original: &TableInfo, ghost: &TableInfo) -> (S
     let build = |exprs: &[String]| {
         let flags = exprs
             .iter()
-            .map(|e| format!("ISNULL({e})"))
-            .collect::<Vec<_>>()
-            .join(", ");
+            .zip(&nullable)
+            .filter(|(_, n)| **n)
+            .map(|(e, _)| format!("ISNULL({e})"))
+            .collect::<Vec<_>>();
+        let flags = if flags.is_empty() {
+            String::new()
+        } else {
+            format!(", CONCAT({})", flags.join(", "))
+        };
         format!(
-            "COUNT(*), COALESCE(BIT_XOR(CRC32(CONCAT_WS('#', {}, CONCAT({flags})))), 0)",
+            "COUNT(*), COALESCE(BIT_XOR(CRC32(CONCAT_WS('#', {}{flags}))), 0)",
             exprs.join(", ")
         )
     };
