@@ -27,6 +27,8 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub struct Checkpoint {
     pub alter: String,
     pub ghost_hash: String,
+    /// The ghost's secondary indexes left out for the copy, to be added after it.
+    pub deferred_indexes: Vec<DeferredIndex>,
     pub watermark: Option<Key>,
     pub pos: BinlogPos,
     pub phase: String,
@@ -35,12 +37,21 @@ pub struct Checkpoint {
     pub updated_at: String,
 }
 
+/// A secondary index of the ghost built after the copy: its name and its clause in the ghost's
+/// definition (`KEY `k` (`k`)`), which `ALTER TABLE ... ADD` accepts as it is.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DeferredIndex {
+    pub name: String,
+    pub clause: String,
+}
+
 pub async fn create(conn: &mut Conn, db: &str, name: &str) -> Result<(), mysql_async::Error> {
     conn.query_drop(format!(
         "CREATE /* zdm-ost */ TABLE {} (\
            id TINYINT UNSIGNED NOT NULL PRIMARY KEY, \
            alter_text TEXT NOT NULL, \
            ghost_hash VARCHAR(16) NOT NULL, \
+           deferred_indexes TEXT NOT NULL, \
            watermark TEXT NULL, \
            binlog_file VARCHAR(255) NOT NULL, \
            binlog_pos BIGINT UNSIGNED NOT NULL, \
@@ -68,8 +79,9 @@ pub async fn write(
         .map(|k| serde_json::to_string(k).unwrap_or_default());
     conn.exec_drop(
         format!(
-            "INSERT /* zdm-ost */ INTO {} (id, alter_text, ghost_hash, watermark, binlog_file, binlog_pos, binlog_gtid, phase, copied_rows, tool_version) \
-             VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE alter_text = VALUES(alter_text), ghost_hash = VALUES(ghost_hash), \
+            "INSERT /* zdm-ost */ INTO {} (id, alter_text, ghost_hash, deferred_indexes, watermark, binlog_file, binlog_pos, binlog_gtid, phase, copied_rows, tool_version) \
+             VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE alter_text = VALUES(alter_text), ghost_hash = VALUES(ghost_hash), \
+             deferred_indexes = VALUES(deferred_indexes), \
              watermark = VALUES(watermark), binlog_file = VALUES(binlog_file), binlog_pos = VALUES(binlog_pos), binlog_gtid = VALUES(binlog_gtid), \
              phase = VALUES(phase), copied_rows = VALUES(copied_rows), tool_version = VALUES(tool_version)",
             qualified(db, name)
@@ -77,6 +89,7 @@ pub async fn write(
         (
             &c.alter,
             &c.ghost_hash,
+            serde_json::to_string(&c.deferred_indexes).unwrap_or_default(),
             watermark,
             &c.pos.file,
             c.pos.pos,
@@ -102,6 +115,7 @@ pub async fn read(
     type Row = (
         String,
         String,
+        String,
         Option<String>,
         String,
         u64,
@@ -113,7 +127,7 @@ pub async fn read(
     );
     let row: Option<Row> = conn
         .query_first(format!(
-            "SELECT /* zdm-ost */ alter_text, ghost_hash, watermark, binlog_file, binlog_pos, binlog_gtid, phase, copied_rows, tool_version, \
+            "SELECT /* zdm-ost */ alter_text, ghost_hash, deferred_indexes, watermark, binlog_file, binlog_pos, binlog_gtid, phase, copied_rows, tool_version, \
              CAST(updated_at AS CHAR) FROM {} WHERE id = 1",
             qualified(db, name)
         ))
@@ -122,6 +136,7 @@ pub async fn read(
         |(
             alter,
             ghost_hash,
+            deferred,
             watermark,
             file,
             pos,
@@ -133,6 +148,7 @@ pub async fn read(
         )| Checkpoint {
             alter,
             ghost_hash,
+            deferred_indexes: serde_json::from_str(&deferred).unwrap_or_default(),
             watermark: watermark.and_then(|w| serde_json::from_str(&w).ok()),
             pos: BinlogPos { file, pos, gtid },
             phase,
@@ -143,8 +159,8 @@ pub async fn read(
     ))
 }
 
-/// A short hash of the ghost table's definition (its AUTO_INCREMENT counter left out).
-pub async fn ghost_hash(
+/// The ghost's definition as `SHOW CREATE TABLE` gives it.
+pub async fn ghost_definition(
     conn: &mut Conn,
     db: &str,
     ghost: &str,
@@ -155,12 +171,49 @@ pub async fn ghost_hash(
             qualified(db, ghost)
         ))
         .await?;
-    let def = row.map(|(_, d)| d).unwrap_or_default();
-    let normalized: String = def
-        .split(' ')
-        .filter(|w| !w.starts_with("AUTO_INCREMENT="))
+    Ok(row.map(|(_, d)| d).unwrap_or_default())
+}
+
+/// The lines of a definition, each without its indentation and trailing comma.
+fn definition_lines(def: &str) -> impl Iterator<Item = &str> {
+    def.lines().map(|l| l.trim().trim_end_matches(','))
+}
+
+/// These indexes as a table definition declares them, in its order (an index whose line is not
+/// a plain `KEY` clause is left out).
+pub fn index_clauses(def: &str, names: &[String]) -> Vec<DeferredIndex> {
+    definition_lines(def)
+        .filter_map(|l| {
+            names
+                .iter()
+                .find(|n| l.starts_with(&format!("KEY {} (", crate::sql::quote_ident(n))))
+                .map(|n| DeferredIndex {
+                    name: n.clone(),
+                    clause: l.to_string(),
+                })
+        })
+        .collect()
+}
+
+/// A short hash of the ghost table's definition: its AUTO_INCREMENT counter and the deferred
+/// index clauses left out (so it is the same before and after they are built).
+pub async fn ghost_hash(
+    conn: &mut Conn,
+    db: &str,
+    ghost: &str,
+    deferred: &[DeferredIndex],
+) -> Result<String, mysql_async::Error> {
+    let def = ghost_definition(conn, db, ghost).await?;
+    let normalized: String = definition_lines(&def)
+        .filter(|l| !deferred.iter().any(|d| d.clause == *l))
+        .map(|l| {
+            l.split(' ')
+                .filter(|w| !w.starts_with("AUTO_INCREMENT="))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .collect::<Vec<_>>()
-        .join(" ");
+        .join("\n");
     Ok(format!("{:08x}", crc32fast::hash(normalized.as_bytes())))
 }
 
@@ -179,5 +232,28 @@ pub fn lock_name(db: &str, table: &str) -> String {
         name
     } else {
         format!("zdm-ost:{:08x}", crc32fast::hash(name.as_bytes()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEF: &str = "CREATE TABLE `t_zdm_gho` (\n  `id` int(11) NOT NULL AUTO_INCREMENT,\n  `k` bigint(20) NOT NULL DEFAULT 0,\n  `c` char(10) NOT NULL,\n  PRIMARY KEY (`id`),\n  UNIQUE KEY `c_u` (`c`),\n  KEY `k_1` (`k`),\n  KEY `kc` (`k`,`c`(4)) COMMENT 'x'\n) ENGINE=InnoDB AUTO_INCREMENT=7 DEFAULT CHARSET=utf8mb4";
+
+    #[test]
+    fn index_clauses_are_the_definition_lines_of_the_named_indexes() {
+        let clauses: Vec<String> = index_clauses(DEF, &["kc".into(), "k_1".into()])
+            .into_iter()
+            .map(|d| format!("{}: {}", d.name, d.clause))
+            .collect();
+        assert_eq!(
+            clauses,
+            vec![
+                "k_1: KEY `k_1` (`k`)",
+                "kc: KEY `kc` (`k`,`c`(4)) COMMENT 'x'"
+            ]
+        );
+        assert!(index_clauses(DEF, &["c_u".into()]).is_empty());
     }
 }

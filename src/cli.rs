@@ -82,6 +82,11 @@ pub struct Args {
     /// Copy the table even when the change could be made INSTANTly.
     #[arg(long, overrides_with = "attempt_instant_ddl")]
     pub no_attempt_instant_ddl: bool,
+    /// Build the new table's secondary indexes after the copy, in one online ALTER, instead of
+    /// row by row during it (much faster; replicas replay the build as one statement and lag
+    /// behind for about as long). auto: only when that build should fit in --max-lag-millis.
+    #[arg(long, value_enum, default_value_t = DeferMode::Auto)]
+    pub defer_indexes: DeferMode,
     /// Continue a migration that was killed, from its checkpoint (same --alter).
     #[arg(long)]
     pub resume: bool,
@@ -167,6 +172,13 @@ fn parse_host_port(s: &str) -> Result<(String, u16), String> {
     ))
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeferMode {
+    Auto,
+    Always,
+    Never,
+}
+
 /// Everything a run needs, resolved from [`Args`].
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -175,6 +187,7 @@ pub struct Config {
     pub table: String,
     pub alter: String,
     pub replicas: Vec<(String, u16)>,
+    pub defer_indexes: crate::plan::DeferIndexes,
 }
 
 impl From<&Args> for ExecOptions {
@@ -226,6 +239,13 @@ impl From<&Args> for Config {
             table: a.table.clone(),
             alter: a.alter.clone(),
             replicas: a.replicas.clone(),
+            defer_indexes: match a.defer_indexes {
+                DeferMode::Auto => crate::plan::DeferIndexes::Auto {
+                    max_lag_secs: a.max_lag_millis as f64 / 1000.0,
+                },
+                DeferMode::Always => crate::plan::DeferIndexes::Always,
+                DeferMode::Never => crate::plan::DeferIndexes::Never,
+            },
         }
     }
 }

@@ -114,6 +114,8 @@ pub struct IndexInfo {
     pub columns: Vec<String>,
     /// Some column is indexed by a prefix only (unusable as a chunking key).
     pub prefix: bool,
+    /// `INDEX_TYPE`: BTREE, FULLTEXT, SPATIAL, HASH.
+    pub kind: String,
 }
 
 /// A table as `information_schema` describes it.
@@ -185,16 +187,16 @@ impl TableInfo {
                 }
             })
             .collect();
-        let parts: Vec<(String, u8, String, Option<u64>)> = conn
+        let parts: Vec<(String, u8, String, Option<u64>, String)> = conn
             .exec(
-                "SELECT /* zdm-ost */ INDEX_NAME, NON_UNIQUE, COLUMN_NAME, SUB_PART FROM information_schema.STATISTICS \
+                "SELECT /* zdm-ost */ INDEX_NAME, NON_UNIQUE, COLUMN_NAME, SUB_PART, INDEX_TYPE FROM information_schema.STATISTICS \
                  WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY INDEX_NAME = 'PRIMARY' DESC, INDEX_NAME, SEQ_IN_INDEX",
                 (db, table),
             )
             .await
             .map_err(q("the table's indexes"))?;
         let mut indexes: Vec<IndexInfo> = Vec::new();
-        for (name, non_unique, col, sub_part) in parts {
+        for (name, non_unique, col, sub_part, kind) in parts {
             match indexes.last_mut() {
                 Some(ix) if ix.name == name => {
                     ix.columns.push(col);
@@ -205,6 +207,7 @@ impl TableInfo {
                     unique: non_unique == 0,
                     columns: vec![col],
                     prefix: sub_part.is_some(),
+                    kind,
                 }),
             }
         }

@@ -35,7 +35,7 @@ use crate::key::KeyColumn;
 use crate::plan::{self, Plan};
 use crate::progress::{Phase, Progress};
 use crate::resync::Tables;
-use crate::sql::{qualified, server_message};
+use crate::sql::{qualified, quote_ident, server_code, server_message};
 use crate::throttle::{Monitor, Throttle, ThrottleSettings};
 use crate::verify::{Verify, VerifyStats};
 use std::net::SocketAddr;
@@ -83,6 +83,8 @@ pub struct Summary {
     /// The most changed keys ever waiting to be applied at once.
     pub max_backlog: u64,
     pub copy_ms: u64,
+    /// Time spent building the secondary indexes left out of the copy (`--defer-indexes`).
+    pub index_ms: Option<u64>,
     /// `None` with --skip-checksum.
     pub checksum: Option<VerifyStats>,
     pub cut_over: CutoverStats,
@@ -101,12 +103,16 @@ impl Summary {
             );
         }
         format!(
-            "zdm-ost: migrated {} in {:.1} s: {} rows copied in {:.1} s, {} changes applied; {}; \
+            "zdm-ost: migrated {} in {:.1} s: {} rows copied in {:.1} s{}, {} changes applied; {}; \
              cut-over after {} attempt(s): catch-up {} ms, lock held {} ms ({} keys applied under it); {}\n",
             qualified(&self.database, &self.table),
             self.total_ms as f64 / 1000.0,
             self.copied_rows,
             self.copy_ms as f64 / 1000.0,
+            match self.index_ms {
+                Some(ms) => format!(", secondary indexes built in {:.1} s", ms as f64 / 1000.0),
+                None => String::new(),
+            },
             self.applied_changes,
             match &self.checksum {
                 Some(c) => format!(
@@ -315,13 +321,14 @@ async fn instant(
                     applied_changes: 0,
                     max_backlog: 0,
                     copy_ms: 0,
+                    index_ms: None,
                     checksum: None,
                     cut_over: CutoverStats::default(),
                     total_ms: started.elapsed().as_millis() as u64,
                     old_table: None,
                 });
             }
-            Err(e) if crate::sql::server_code(&e) == Some(1205) => {
+            Err(e) if server_code(&e) == Some(1205) => {
                 let pause =
                     Duration::from_millis(500 * u64::from(attempt)).min(Duration::from_secs(10));
                 tracing::warn!("INSTANT ALTER: the metadata lock was not granted within {secs} s (attempt {attempt}); retrying in {} ms", pause.as_millis());
@@ -396,6 +403,11 @@ impl Run<'_> {
         // Expand: the ghost with the ALTER applied, the changelog, the checkpoint.
         let ghost_q = qualified(db, &n.ghost);
         let q = sql_err;
+        let mut deferred = self
+            .resume
+            .as_ref()
+            .map(|c| c.deferred_indexes.clone())
+            .unwrap_or_default();
         if self.resume.is_none() {
             conn.query_drop(format!(
                 "CREATE /* zdm-ost */ TABLE {ghost_q} LIKE {}",
@@ -409,6 +421,33 @@ impl Run<'_> {
             ))
             .await
             .map_err(q("altering the ghost table"))?;
+            if !self.plan.deferred_indexes.is_empty() {
+                // secondary indexes are built after the copy, in one sorted pass
+                let def = checkpoint::ghost_definition(conn, db, &n.ghost)
+                    .await
+                    .map_err(q("reading the ghost's definition"))?;
+                deferred = checkpoint::index_clauses(&def, &self.plan.deferred_indexes);
+                if !deferred.is_empty() {
+                    conn.query_drop(format!(
+                        "ALTER /* zdm-ost */ TABLE {ghost_q} {}",
+                        deferred
+                            .iter()
+                            .map(|d| format!("DROP INDEX {}", quote_ident(&d.name)))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                    .await
+                    .map_err(q("leaving the secondary indexes out of the ghost table"))?;
+                    tracing::info!(
+                        "secondary index(es) {} left out of the ghost until the copy is done",
+                        deferred
+                            .iter()
+                            .map(|d| d.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+            }
             changelog::create(conn, db, &n.changelog)
                 .await
                 .map_err(q("creating the changelog table"))?;
@@ -484,7 +523,7 @@ impl Run<'_> {
             key,
             columns: self.plan.original.columns.len(),
         };
-        let ghost_hash = checkpoint::ghost_hash(conn, db, &n.ghost)
+        let ghost_hash = checkpoint::ghost_hash(conn, db, &n.ghost, &deferred)
             .await
             .map_err(q("reading the ghost's definition"))?;
         let (mut stream, rx) = StreamTask::start(
@@ -494,10 +533,10 @@ impl Run<'_> {
             &self.cancel,
         );
         let result = self
-            .with_stream(conn, &tables, &mut stream, rx, start, ghost_hash)
+            .with_stream(conn, &tables, &mut stream, rx, start, ghost_hash, &deferred)
             .await;
         let stream_end = stream.stop().await;
-        let (copied, copy_ms, checksum, cut_over) = match (result, stream_end) {
+        let (copied, copy_ms, index_ms, checksum, cut_over) = match (result, stream_end) {
             (Ok(r), _) => r,
             // a purged position surfaces as the stream's error: say what to do
             (Err(_), Err(crate::binlog::BinlogError::Purged { pos, .. })) if self.resume.is_some() => {
@@ -541,6 +580,7 @@ impl Run<'_> {
             applied_changes: self.progress.applied_keys.load(Relaxed),
             max_backlog: self.progress.max_backlog.load(Relaxed),
             copy_ms,
+            index_ms,
             checksum,
             cut_over,
             total_ms: started.elapsed().as_millis() as u64,
@@ -548,6 +588,7 @@ impl Run<'_> {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn with_stream(
         &self,
         conn: &mut Conn,
@@ -556,7 +597,8 @@ impl Run<'_> {
         rx: tokio::sync::mpsc::Receiver<crate::binlog::StreamMsg>,
         start: BinlogPos,
         ghost_hash: String,
-    ) -> Result<(u64, u64, Option<VerifyStats>, CutoverStats), Error> {
+        deferred: &[checkpoint::DeferredIndex],
+    ) -> Result<(u64, u64, Option<u64>, Option<VerifyStats>, CutoverStats), Error> {
         let ep = &self.cfg.primary;
         let db = &self.cfg.database;
         let mut apply_conns = Vec::with_capacity(self.opts.apply_threads.max(1));
@@ -602,6 +644,7 @@ impl Run<'_> {
         let ckp = |phase: Phase, follower: &Follower| Checkpoint {
             alter: self.plan.alter.clone(),
             ghost_hash: ghost_hash.clone(),
+            deferred_indexes: deferred.to_vec(),
             // with changes held back at the safe position, a resumed copy starts below them
             watermark: match &follower.safe_watermark {
                 Some(w) => w.clone(),
@@ -706,6 +749,16 @@ impl Run<'_> {
         );
 
         let copied = copied + resumed_rows;
+
+        // Build the deferred secondary indexes, applying changes meanwhile.
+        let index_ms = if deferred.is_empty() {
+            None
+        } else {
+            self.progress.set_phase(Phase::Indexing);
+            self.save_checkpoint(conn, &ckp(Phase::Indexing, &follower))
+                .await;
+            Some(self.build_indexes(conn, &mut follower, deferred).await?)
+        };
         self.save_checkpoint(conn, &ckp(Phase::Verifying, &follower))
             .await;
 
@@ -794,7 +847,114 @@ impl Run<'_> {
         for c in follower.conns.drain(..) {
             let _ = c.disconnect().await;
         }
-        Ok((copied, copy_ms, checksum, stats))
+        Ok((copied, copy_ms, index_ms, checksum, stats))
+    }
+
+    /// Adds the deferred indexes the ghost lacks in one online ALTER (`ALGORITHM=INPLACE,
+    /// LOCK=NONE`: the applier keeps writing to the ghost meanwhile; the server logs those
+    /// changes and merges them at the end). Returns the milliseconds it took.
+    async fn build_indexes(
+        &self,
+        conn: &mut Conn,
+        follower: &mut Follower,
+        deferred: &[checkpoint::DeferredIndex],
+    ) -> Result<u64, Error> {
+        let db = &self.cfg.database;
+        let ghost = &self.names.ghost;
+        let q = sql_err;
+        let started = Instant::now();
+        let have: Vec<String> = conn
+            .exec(
+                "SELECT /* zdm-ost */ DISTINCT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (db, ghost),
+            )
+            .await
+            .map_err(q("listing the ghost's indexes"))?;
+        let missing: Vec<&checkpoint::DeferredIndex> = deferred
+            .iter()
+            .filter(|d| !have.contains(&d.name))
+            .collect();
+        if missing.is_empty() {
+            return Ok(0);
+        }
+        let names = missing
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "ALTER /* zdm-ost */ TABLE {} {}, ALGORITHM=INPLACE, LOCK=NONE",
+            qualified(db, ghost),
+            missing
+                .iter()
+                .map(|d| format!("ADD {}", d.clause))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        crate::failpoint::hit("build-indexes").await;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            // like a copy chunk, the build waits while the copy would be throttled
+            if !self.throttle.wait_soft(&self.cancel).await {
+                return Err(Error::Cancelled);
+            }
+            tracing::info!("building secondary index(es) {names} on {ghost}");
+            let mut iconn = self.cfg.primary.connect().await?;
+            let id = iconn.id();
+            let sql = sql.clone();
+            let mut task = tokio::spawn(async move {
+                let r = iconn.query_drop(sql).await;
+                let _ = iconn.disconnect().await;
+                r
+            });
+            let mut next_status = Instant::now() + self.opts.status_interval;
+            let followed: Result<(), Error> = loop {
+                let until = tokio::time::Instant::now() + Duration::from_millis(100);
+                if let Err(e) = follower.follow(None, until, true, &self.cancel).await {
+                    break Err(e.into());
+                }
+                if task.is_finished() {
+                    break Ok(());
+                }
+                if Instant::now() >= next_status {
+                    if !self.opts.progress_bar {
+                        tracing::info!(
+                            "building index(es) {names}: {:.1} s so far; {}",
+                            started.elapsed().as_secs_f64(),
+                            self.progress.status_line()
+                        );
+                    }
+                    next_status = Instant::now() + self.opts.status_interval;
+                }
+            };
+            if let Err(e) = followed {
+                // the server would finish the build on its own: stop it
+                let _ = conn.query_drop(format!("KILL QUERY {id}")).await;
+                let _ = (&mut task).await;
+                return Err(e);
+            }
+            let result = (&mut task).await.map_err(|e| Error::Sql {
+                what: "the index build task",
+                reason: e.to_string(),
+            })?;
+            match result {
+                Ok(()) => break,
+                // an earlier, interrupted run's build finished it meanwhile
+                Err(e) if server_code(&e) == Some(1061) => break,
+                // the ghost's metadata lock was not granted in time: try again
+                Err(e) if server_code(&e) == Some(1205) && attempt < 5 => {
+                    tracing::warn!(
+                        "building index(es) {names}: {}; retrying",
+                        server_message(&e)
+                    );
+                }
+                Err(e) => return Err(q("building the deferred secondary indexes")(e)),
+            }
+        }
+        let ms = started.elapsed().as_millis() as u64;
+        tracing::info!("secondary index(es) {names} built in {ms} ms");
+        Ok(ms)
     }
 
     /// Writes the checkpoint; a failure is logged, not fatal (the next write may succeed).
@@ -887,7 +1047,15 @@ async fn check_resumable(
     let q = sql_err;
     let c = checkpoint::read(conn, db, &names.checkpoint)
         .await
-        .map_err(q("reading the checkpoint"))?
+        .map_err(|e| match server_code(&e) {
+            // a column this version reads is missing
+            Some(1054) => Error::Resume(format!(
+                "the checkpoint {} was written by another version of zdm-ost (its format differs: {}). Resume with that version, or start over with --initially-drop-ghost-table",
+                qualified(db, &names.checkpoint),
+                server_message(&e).split(" (error").next().unwrap_or_default()
+            )),
+            _ => q("reading the checkpoint")(e),
+        })?
         .ok_or_else(|| {
             Error::Resume(format!(
                 "nothing to resume: there is no checkpoint {} of an interrupted migration. Run without --resume",
@@ -900,7 +1068,7 @@ async fn check_resumable(
             c.alter
         )));
     }
-    let hash = match checkpoint::ghost_hash(conn, db, &names.ghost).await {
+    let hash = match checkpoint::ghost_hash(conn, db, &names.ghost, &c.deferred_indexes).await {
         Ok(h) => h,
         Err(_) => {
             // no ghost: either the swap already happened (killed during clean-up), or it is lost

@@ -966,3 +966,61 @@ async fn parallel_copy_and_apply_under_load_loses_nothing() {
     .await;
     db.drop_db().await;
 }
+
+/// `--defer-indexes always`: the ghost is copied without its secondary indexes, which are built
+/// afterwards while the writers keep going; the new table must hold the rows of the control
+/// table and be defined exactly as the server defines the table the ALTER makes.
+#[tokio::test]
+async fn deferred_secondary_indexes_end_up_as_the_alter_defines_them() {
+    let mut db = TestDb::new("m_defer").await;
+    std_table(&mut db, 4000).await;
+    let alter = "ADD INDEX kb (b(10), a), ADD UNIQUE KEY ud (d, id), MODIFY a BIGINT NOT NULL";
+    // the reference: the same ALTER run by the server on a copy of the definition
+    db.exec("CREATE TABLE ref LIKE t").await;
+    db.exec(&format!("ALTER TABLE ref {alter}")).await;
+    let writers = Writers::start(
+        primary_port(),
+        &db.name,
+        &std_shape(std_cols(), 4000),
+        2,
+        Duration::from_millis(1),
+        false,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut args = vec!["--defer-indexes", "always", "--status-interval", "0.1"];
+    args.extend_from_slice(&FAST_COPY);
+    let (code, out, err) = migrate(&db.name, alter, &args).await;
+    assert_eq!(code, Some(0), "migration failed:\n{err}");
+    assert!(
+        err.contains("secondary index(es) ka, kb left out of the ghost until the copy is done"),
+        "{err}"
+    );
+    assert!(
+        err.contains("secondary index(es) ka, kb built in "),
+        "{err}"
+    );
+    let s = summary(&out);
+    assert!(s["index_ms"].is_u64(), "{s}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    writers.stop_without_errors().await;
+    assert_same_as_control(&mut db.conn).await;
+    let mut defs = Vec::new();
+    for table in ["t", "ref"] {
+        let (_, def): (String, String) = db
+            .conn
+            .query_first(format!("SHOW CREATE TABLE {table}"))
+            .await
+            .unwrap()
+            .unwrap();
+        let def = def.replacen(&format!("CREATE TABLE `{table}`"), "CREATE TABLE", 1);
+        defs.push(
+            def.split(' ')
+                .filter(|w| !w.starts_with("AUTO_INCREMENT="))
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
+    }
+    assert_eq!(defs[0], defs[1]);
+    db.drop_db().await;
+}

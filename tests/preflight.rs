@@ -472,3 +472,55 @@ async fn wrong_binlog_settings_are_refused_naming_variable_value_and_fix() {
     stop_instance("zt_binlog");
     stop_instance("zt_nobinlog");
 }
+
+#[tokio::test]
+async fn plan_says_which_secondary_indexes_are_built_after_the_copy() {
+    let db = orders("defer_plan").await;
+    let alter = "ADD INDEX idx_qty (qty), MODIFY qty BIGINT NOT NULL";
+    let plan = |extra: &'static [&'static str]| {
+        let name = db.name.clone();
+        async move {
+            let mut args = vec!["--table", "orders", "--alter", alter, "--json"];
+            args.extend_from_slice(extra);
+            let o = zdm(&name, &args).await;
+            assert!(o.status.success(), "{extra:?}: {}", stderr(&o));
+            let p = json(&o)["plan"].clone();
+            let deferred: Vec<String> = p["deferred_indexes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect();
+            (deferred, p["defer_note"].as_str().unwrap().to_string())
+        }
+    };
+    // 3,000 rows and two secondary indexes: a build well within the default 1.5 s of lag
+    let (deferred, note) = plan(&[]).await;
+    assert_eq!(deferred, vec!["customer", "idx_qty"]);
+    assert!(note.starts_with("built after the copy: about "), "{note}");
+    // with 1 ms of lag accepted, building them at the end would hold replicas back too long
+    let (deferred, note) = plan(&["--max-lag-millis", "1"]).await;
+    assert!(deferred.is_empty());
+    assert!(
+        note.starts_with("kept during the copy: building 2 index(es) over about "),
+        "{note}"
+    );
+    assert!(note.ends_with("over --max-lag-millis (--defer-indexes always defers anyway)"));
+    let (deferred, _) = plan(&["--max-lag-millis", "1", "--defer-indexes", "always"]).await;
+    assert_eq!(deferred, vec!["customer", "idx_qty"]);
+    let (deferred, note) = plan(&["--defer-indexes", "never"]).await;
+    assert!(deferred.is_empty());
+    assert_eq!(note, "kept during the copy (--defer-indexes never)");
+    // the text plan lists the build as a step of its own
+    let o = zdm(&db.name, &["--table", "orders", "--alter", alter]).await;
+    let text = stdout(&o);
+    assert!(
+        text.contains("  indexes:      built after the copy: about "),
+        "{text}"
+    );
+    assert!(
+        text.contains("5. build customer, idx_qty on orders_zdm_gho in one online ALTER (ALGORITHM=INPLACE, LOCK=NONE)"),
+        "{text}"
+    );
+    db.drop_db().await;
+}

@@ -195,6 +195,90 @@ async fn resume_after_sigkill_at_random_moments_loses_nothing() {
     db.drop_db().await;
 }
 
+/// The table's index names, sorted.
+async fn indexes(db: &mut TestDb, table: &str) -> Vec<String> {
+    let mut names: Vec<String> = db
+        .conn
+        .exec(
+            "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+            (table,),
+        )
+        .await
+        .unwrap();
+    names.sort();
+    names
+}
+
+/// Killed with the secondary indexes not built yet, then killed again once they were built:
+/// each `--resume` accepts the ghost as it finds it (the deferred indexes do not count as a
+/// change to it), builds what is missing, and the end result equals the control table with the
+/// index in place.
+#[tokio::test]
+async fn resume_after_sigkill_around_the_deferred_index_build() {
+    let mut db = TestDb::new("v_defer").await;
+    std_table(&mut db, 5000).await;
+    let writers = Writers::start(
+        primary_port(),
+        &db.name,
+        &std_shape(std_cols(), 5000),
+        2,
+        Duration::from_millis(2),
+        false,
+    )
+    .await;
+    let args = ["--defer-indexes", "always", "--chunk-size", "500"];
+    let run = zdm(
+        primary_port(),
+        &db.name,
+        &args,
+        &[("ZDM_FAILPOINT", "build-indexes")],
+    );
+    run.wait_for("failpoint build-indexes reached", Duration::from_secs(60))
+        .await;
+    run.kill().await;
+    assert_eq!(
+        indexes(&mut db, "t_zdm_gho").await,
+        vec!["PRIMARY".to_string()]
+    );
+    let mut resumed = args.to_vec();
+    resumed.push("--resume");
+    let run = zdm(
+        primary_port(),
+        &db.name,
+        &resumed,
+        &[("ZDM_FAILPOINT", "checksum")],
+    );
+    run.wait_for("failpoint checksum reached", Duration::from_secs(60))
+        .await;
+    assert!(
+        run.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("secondary index(es) ka built in ")),
+        "the resumed run did not build the index"
+    );
+    run.kill().await;
+    assert_eq!(
+        indexes(&mut db, "t_zdm_gho").await,
+        vec!["PRIMARY".to_string(), "ka".to_string()]
+    );
+    let (code, _, err) = zdm(primary_port(), &db.name, &resumed, &[]).finish().await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("resuming the migration interrupted at"),
+        "{err}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    writers.stop_without_errors().await;
+    assert_same_as_control(&mut db.conn).await;
+    assert_eq!(
+        indexes(&mut db, "t").await,
+        vec!["PRIMARY".to_string(), "ka".to_string()]
+    );
+    db.drop_db().await;
+}
+
 #[tokio::test]
 async fn a_second_run_on_the_same_table_is_refused() {
     let mut db = TestDb::new("v_second").await;
@@ -248,14 +332,20 @@ async fn resume_after_the_binlog_was_purged_says_to_start_over() {
     run.wait_for("failpoint copy reached", Duration::from_secs(60))
         .await;
     run.kill().await;
-    // the killed reader's dump thread must be gone, or PURGE keeps the file it reads
+    // the killed reader's dump thread must be gone, or PURGE keeps the file it reads (the
+    // server may notice the closed connection only at its next write: end it here)
     for _ in 0..100 {
-        let n: Option<u64> = conn
-            .query_first("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'")
+        let ids: Vec<u64> = conn
+            .query(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'",
+            )
             .await
             .unwrap();
-        if n == Some(0) {
+        if ids.is_empty() {
             break;
+        }
+        for id in ids {
+            let _ = conn.query_drop(format!("KILL {id}")).await;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -267,9 +357,21 @@ async fn resume_after_the_binlog_was_purged_says_to_start_over() {
         .unwrap()
         .unwrap();
     let file: String = current.get(0).unwrap();
-    conn.query_drop(format!("PURGE BINARY LOGS TO '{file}'"))
-        .await
-        .unwrap();
+    // the server keeps a binlog until InnoDB has made its commits durable (its binlog
+    // checkpoint, written in the background after a rotation): purge until it is gone
+    let mut logs = 0;
+    for _ in 0..200 {
+        conn.query_drop(format!("PURGE BINARY LOGS TO '{file}'"))
+            .await
+            .unwrap();
+        let all: Vec<Row> = conn.query("SHOW BINARY LOGS").await.unwrap();
+        logs = all.len();
+        if logs == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(logs, 1, "the old binlogs could not be purged");
     let (code, _, err) = zdm(port, "zt_purge", &["--resume"], &[]).finish().await;
     assert_eq!(code, Some(1), "{err}");
     let line = error_line(&err);
@@ -295,25 +397,44 @@ async fn resume_after_the_swap_already_happened_says_the_migration_is_done() {
     assert_eq!(code, Some(0), "{err}");
     // as if killed after the RENAME, before dropping the changelog and checkpoint
     db.exec("CREATE TABLE t_zdm_log (id INT PRIMARY KEY)").await;
+    let old_format = "CREATE TABLE t_zdm_ckp (id TINYINT UNSIGNED NOT NULL PRIMARY KEY, alter_text TEXT NOT NULL, ghost_hash VARCHAR(16) NOT NULL, \
+         watermark TEXT NULL, binlog_file VARCHAR(255) NOT NULL, binlog_pos BIGINT UNSIGNED NOT NULL, binlog_gtid VARCHAR(255) NULL, \
+         phase VARCHAR(32) NOT NULL, copied_rows BIGINT UNSIGNED NOT NULL DEFAULT 0, tool_version VARCHAR(32) NOT NULL, \
+         created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))";
     db.exec(
         "CREATE TABLE t_zdm_ckp (id TINYINT UNSIGNED NOT NULL PRIMARY KEY, alter_text TEXT NOT NULL, ghost_hash VARCHAR(16) NOT NULL, \
-         watermark TEXT NULL, binlog_file VARCHAR(255) NOT NULL, binlog_pos BIGINT UNSIGNED NOT NULL, binlog_gtid VARCHAR(255) NULL, \
+         deferred_indexes TEXT NOT NULL, watermark TEXT NULL, binlog_file VARCHAR(255) NOT NULL, binlog_pos BIGINT UNSIGNED NOT NULL, binlog_gtid VARCHAR(255) NULL, \
          phase VARCHAR(32) NOT NULL, copied_rows BIGINT UNSIGNED NOT NULL DEFAULT 0, tool_version VARCHAR(32) NOT NULL, \
          created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))",
     )
     .await;
     db.exec(&format!(
-        "INSERT INTO t_zdm_ckp (id, alter_text, ghost_hash, binlog_file, binlog_pos, phase, tool_version) VALUES (1, '{ALTER}', 'x', 'f', 4, 'cutting-over', '0')"
+        "INSERT INTO t_zdm_ckp (id, alter_text, ghost_hash, deferred_indexes, binlog_file, binlog_pos, phase, tool_version) VALUES (1, '{ALTER}', 'x', '[]', 'f', 4, 'cutting-over', '0')"
     ))
     .await;
     let (code, _, err) = zdm(primary_port(), &db.name, &["--resume"], &[])
         .finish()
         .await;
     assert_eq!(code, Some(1), "{err}");
-    let n = &db.name;
+    let n = db.name.clone();
     assert_eq!(
         error_line(&err),
         format!("zdm-ost: error: --resume: the interrupted migration had already swapped the tables: `{n}`.`t` has the new schema and `{n}`.`t_zdm_old` is the old table. Nothing is left to do but DROP TABLE `{n}`.`t_zdm_log`, `{n}`.`t_zdm_ckp`")
+    );
+    // a checkpoint of an earlier version's format is not misread
+    db.exec("DROP TABLE t_zdm_ckp").await;
+    db.exec(old_format).await;
+    db.exec(&format!(
+        "INSERT INTO t_zdm_ckp (id, alter_text, ghost_hash, binlog_file, binlog_pos, phase, tool_version) VALUES (1, '{ALTER}', 'x', 'f', 4, 'copying', '0.0.9')"
+    ))
+    .await;
+    let (code, _, err) = zdm(primary_port(), &db.name, &["--resume"], &[])
+        .finish()
+        .await;
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(
+        error_line(&err),
+        format!("zdm-ost: error: --resume: the checkpoint `{n}`.`t_zdm_ckp` was written by another version of zdm-ost (its format differs: Unknown column 'deferred_indexes' in 'SELECT'). Resume with that version, or start over with --initially-drop-ghost-table")
     );
     db.drop_db().await;
 }
