@@ -56,6 +56,7 @@ async fn main() {
     let slot = Arc::new(AtomicU64::new(0));
     let next_id = Arc::new(AtomicU64::new(a.rows + 1_000_000));
     let start = Instant::now();
+    let start_wall = std::time::SystemTime::now();
     let mut handles = Vec::new();
     for w in 0..a.connections {
         let mut conn = Conn::new(opts.clone()).await.expect("connect");
@@ -64,6 +65,7 @@ async fn main() {
         handles.push(tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(w);
             let mut lat = Vec::new();
+            let mut slow = Vec::new();
             let mut errors = Vec::new();
             while !stop.load(Relaxed) {
                 let i = slot.fetch_add(1, Relaxed);
@@ -109,7 +111,13 @@ async fn main() {
                 }
                 .await;
                 match r {
-                    Ok(()) => lat.push(intended.elapsed().as_secs_f64() * 1000.0),
+                    Ok(()) => {
+                        let ms = intended.elapsed().as_secs_f64() * 1000.0;
+                        lat.push(ms);
+                        if ms >= 100.0 {
+                            slow.push(((intended - start).as_secs_f64(), ms));
+                        }
+                    }
                     Err(e) => {
                         let _ = conn.query_drop("ROLLBACK").await;
                         if errors.len() < 5 {
@@ -119,7 +127,7 @@ async fn main() {
                     }
                 }
             }
-            (lat, errors)
+            (lat, slow, errors)
         }));
     }
     while !a.stop_file.exists() {
@@ -129,14 +137,34 @@ async fn main() {
     let elapsed = start.elapsed().as_secs_f64();
     let mut lat = Vec::new();
     let mut samples = Vec::new();
+    let mut slow: Vec<(f64, f64)> = Vec::new();
     let mut errors = 0u64;
     for h in handles {
-        let (l, e) = h.await.expect("worker");
+        let (l, sl, e) = h.await.expect("worker");
+        slow.extend(sl);
         errors += l.iter().filter(|x| x.is_nan()).count() as u64;
         lat.extend(l.into_iter().filter(|x| !x.is_nan()));
         samples.extend(e);
     }
     lat.sort_by(|a, b| a.total_cmp(b));
+    // the worst latency of each second (by intended start) that had a transaction >= 100 ms,
+    // keyed by UTC time of day, to line stalls up with a migration's log
+    let mut stalls: std::collections::BTreeMap<String, f64> = Default::default();
+    for (at, ms) in slow {
+        let t = start_wall + Duration::from_secs_f64(at);
+        let secs = t
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let key = format!(
+            "{:02}:{:02}:{:02}",
+            secs / 3600 % 24,
+            secs / 60 % 60,
+            secs % 60
+        );
+        let e = stalls.entry(key).or_insert(0.0);
+        *e = e.max(ms.round());
+    }
     let q = |p: f64| {
         if lat.is_empty() {
             0.0
@@ -154,6 +182,7 @@ async fn main() {
             "p50_ms": q(0.50),
             "p99_ms": q(0.99),
             "max_ms": lat.last().copied().unwrap_or(0.0),
+            "stalls": stalls,
         })
     );
 }

@@ -98,6 +98,12 @@ pub enum DeferIndexes {
 /// one BIGINT index over 1M rows took 1.3-1.5 s on this project's 2-core test machine.
 pub const AUTO_ROWS_PER_LAG_SECOND: f64 = 1_000_000.0;
 
+/// How long `--defer-indexes auto` watches the table's changes on the live binlog stream
+/// before deciding.
+pub const QUIET_WINDOW: std::time::Duration = std::time::Duration::from_millis(500);
+/// Changed rows in that window up to which the table counts as quiet.
+pub const QUIET_MAX_CHANGES: u64 = 5;
+
 /// Which of the ghost's indexes to build after the copy, and why (for the plan).
 fn deferred_indexes(ghost: &TableInfo, rows: u64, defer: DeferIndexes) -> (Vec<String>, String) {
     let candidates: Vec<String> = ghost
@@ -116,7 +122,7 @@ fn deferred_indexes(ghost: &TableInfo, rows: u64, defer: DeferIndexes) -> (Vec<S
         DeferIndexes::Auto { max_lag_secs } if entries <= AUTO_ROWS_PER_LAG_SECOND * max_lag_secs => (
             candidates,
             format!(
-                "built after the copy: about {entries:.0} index entries, which replicas replay in roughly {:.1} s (within --max-lag-millis)",
+                "built after the copy if the table is quiet when the copy starts: about {entries:.0} index entries, which replicas replay in roughly {:.1} s (within --max-lag-millis); under writes they stay, as the build's burst at the end would stall writers",
                 entries / AUTO_ROWS_PER_LAG_SECOND
             ),
         ),
@@ -172,6 +178,8 @@ pub struct Plan {
     pub deferred_indexes: Vec<String>,
     /// Why they are deferred or kept.
     pub defer_note: String,
+    /// Defer them only if the table is quiet when the copy starts (`--defer-indexes auto`).
+    pub defer_if_quiet: bool,
     pub steps: Vec<String>,
     pub warnings: Vec<String>,
     /// The ghost table as the clone showed it (columns and keys after the ALTER).
@@ -461,17 +469,30 @@ impl Plan {
         ];
         if !deferred_indexes.is_empty() {
             steps[0] = format!(
-                "create {} with the ALTER applied but without its secondary index(es) {}, and {} for heartbeats and cut-over sentinels",
+                "create {} with the ALTER applied, and {} for heartbeats and cut-over sentinels; once the binlog stream is live, drop its secondary index(es) {} from it{}",
                 names.ghost,
+                names.changelog,
                 deferred_indexes.join(", "),
-                names.changelog
+                if matches!(defer, DeferIndexes::Auto { .. }) {
+                    format!(
+                        " if no more than {QUIET_MAX_CHANGES} rows of {t} change in the first {} ms",
+                        QUIET_WINDOW.as_millis()
+                    )
+                } else {
+                    String::new()
+                }
             );
             steps.insert(
                 4,
                 format!(
-                    "build {} on {} in one online ALTER (ALGORITHM=INPLACE, LOCK=NONE) while changes keep being applied; replicas replay it as one statement",
+                    "build {} on {} in one online ALTER (ALGORITHM=INPLACE, LOCK=NONE) while changes keep being applied; replicas replay it as one statement{}",
                     deferred_indexes.join(", "),
-                    names.ghost
+                    names.ghost,
+                    if matches!(defer, DeferIndexes::Auto { .. }) {
+                        " (if the table is quiet when the copy starts)"
+                    } else {
+                        ""
+                    }
                 ),
             );
         }
@@ -498,6 +519,7 @@ impl Plan {
             replicas: pre.replicas,
             long_transactions: pre.long_transactions,
             estimate: probe.estimate,
+            defer_if_quiet: matches!(defer, DeferIndexes::Auto { .. }),
             deferred_indexes,
             defer_note,
             steps,

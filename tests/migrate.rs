@@ -1024,3 +1024,41 @@ async fn deferred_secondary_indexes_end_up_as_the_alter_defines_them() {
     assert_eq!(defs[0], defs[1]);
     db.drop_db().await;
 }
+
+/// `--defer-indexes auto` (the default) leaves the secondary indexes out of the copy only when
+/// the table is quiet as the copy starts: under writes the build's burst at the end would stall
+/// them.
+#[tokio::test]
+async fn auto_defers_indexes_only_while_the_table_is_quiet() {
+    let mut db = TestDb::new("m_defer_auto").await;
+    std_table(&mut db, 2000).await;
+    let mut args = vec!["--ok-to-drop-table"];
+    args.extend_from_slice(&FAST_COPY);
+    let (code, _, err) = migrate(&db.name, "MODIFY a BIGINT NOT NULL", &args).await;
+    assert_eq!(code, Some(0), "migration failed:\n{err}");
+    assert!(
+        err.contains("secondary index(es) ka left out of the ghost until the copy is done"),
+        "{err}"
+    );
+    assert_same_as_control(&mut db.conn).await;
+    let writers = Writers::start(
+        primary_port(),
+        &db.name,
+        &std_shape(std_cols(), 2000),
+        2,
+        Duration::from_millis(1),
+        false,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (code, _, err) = migrate(&db.name, "MODIFY a INT NOT NULL", &args).await;
+    assert_eq!(code, Some(0), "migration failed:\n{err}");
+    assert!(
+        err.contains("secondary index(es) ka stay in the ghost during the copy: the table is being written ("),
+        "{err}"
+    );
+    assert!(!err.contains("left out of the ghost"), "{err}");
+    writers.stop_without_errors().await;
+    assert_same_as_control(&mut db.conn).await;
+    db.drop_db().await;
+}
