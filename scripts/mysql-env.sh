@@ -74,8 +74,11 @@ write_cnf() {
     echo "collation-server=utf8mb4_general_ci"
     echo "skip-name-resolve"
     echo "max_connections=500"
-    echo "innodb_buffer_pool_size=512M"
-    echo "innodb_log_file_size=256M"
+    # room for a benchmark table, its control copy and the ghost (about 0.8 GB at 1M rows),
+    # and a redo log that a copy does not fill every few seconds (256M kept InnoDB flushing at
+    # its limit and stalled writers)
+    echo "innodb_buffer_pool_size=2G"
+    echo "innodb_log_file_size=1G"
     echo "innodb_flush_log_at_trx_commit=2"
     echo "sync_binlog=0"
     echo "expire_logs_days=1"

@@ -34,6 +34,15 @@ use crate::sql::{ident_list, quote_ident, server_message};
 
 pub const MIN_CHUNK: u64 = 10;
 pub const MAX_CHUNK: u64 = 100_000;
+/// Bytes of row data one chunk may copy. A chunk's rows reach the binlog at its commit, written
+/// out while every other commit on the server waits: measured under a 500 txn/s load, a chunk of
+/// tens of MB held the application's commits for 370 ms.
+pub const MAX_CHUNK_BYTES: u64 = 4 << 20;
+
+/// The most rows a chunk may copy, for rows of about this many bytes.
+pub fn max_chunk_rows(avg_row_bytes: u64) -> u64 {
+    (MAX_CHUNK_BYTES / avg_row_bytes.max(1)).clamp(MIN_CHUNK, MAX_CHUNK)
+}
 const DUPLICATE_RETRIES: u32 = 6;
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +77,8 @@ pub struct CopyOptions {
     pub start_after: Option<Key>,
     /// Chunks copied in parallel, each worker on its own connection.
     pub threads: usize,
+    /// The largest chunk, in rows ([`max_chunk_rows`]).
+    pub max_chunk: u64,
     /// When the orchestrator has started it, chunks read the original through consistent
     /// snapshots (no row locks) and move it as they commit; otherwise they take `NOWAIT` locks.
     pub frontier: Arc<crate::apply::Frontier>,
@@ -120,7 +131,8 @@ pub async fn copy(
     } else {
         Mode::Locking
     };
-    let size = Arc::new(AtomicU64::new(opts.chunk_size.clamp(MIN_CHUNK, MAX_CHUNK)));
+    let max_chunk = opts.max_chunk.clamp(MIN_CHUNK, MAX_CHUNK);
+    let size = Arc::new(AtomicU64::new(opts.chunk_size.clamp(MIN_CHUNK, max_chunk)));
     let threads = opts.threads.max(1);
     let stop = cancel.child_token();
     let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(threads);
@@ -142,6 +154,7 @@ pub async fn copy(
             progress: Arc::clone(&progress),
             throttle: Arc::clone(&throttle),
             size: Arc::clone(&size),
+            max_chunk,
             chunk_time: opts.chunk_time,
             watermark: Arc::clone(&watermark),
             frontier: Arc::clone(&opts.frontier),
@@ -168,7 +181,7 @@ pub async fn copy(
         }
         let requested = progress.chunk_size_request.swap(0, Relaxed);
         if requested != 0 {
-            size.store(requested.clamp(MIN_CHUNK, MAX_CHUNK), Relaxed);
+            size.store(requested.clamp(MIN_CHUNK, max_chunk), Relaxed);
         }
         // the chunk's upper bound: `size` rows on, but never past `max`
         let (le_max, le_params) = compare_predicate(&t.key_orig, Cmp::Le, &max);
@@ -273,6 +286,7 @@ struct Worker {
     progress: Arc<Progress>,
     throttle: Arc<crate::throttle::Throttle>,
     size: Arc<AtomicU64>,
+    max_chunk: u64,
     chunk_time: Duration,
     watermark: Arc<Mutex<Watermark>>,
     frontier: Arc<crate::apply::Frontier>,
@@ -335,7 +349,8 @@ impl Worker {
             // aim the next chunk at the target time; grow at most 2x, shrink at most 4x per step
             let ratio = self.chunk_time.as_secs_f64() / took.as_secs_f64().max(0.001);
             let size = self.size.load(Relaxed);
-            let next = ((size as f64 * ratio.clamp(0.25, 2.0)) as u64).clamp(MIN_CHUNK, MAX_CHUNK);
+            let next =
+                ((size as f64 * ratio.clamp(0.25, 2.0)) as u64).clamp(MIN_CHUNK, self.max_chunk);
             self.size.store(next, Relaxed);
             self.progress.chunk_size.store(next, Relaxed);
         }
@@ -417,5 +432,18 @@ pub(crate) async fn copy_chunk(
                 }
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_capped_by_their_bytes() {
+        assert_eq!(max_chunk_rows(250), 16_777);
+        assert_eq!(max_chunk_rows(1), MAX_CHUNK);
+        assert_eq!(max_chunk_rows(0), MAX_CHUNK);
+        assert_eq!(max_chunk_rows(10 << 20), MIN_CHUNK);
     }
 }

@@ -666,6 +666,13 @@ impl Run<'_> {
             chunk_time: self.opts.chunk_time,
             start_after: watermark,
             threads: self.opts.threads,
+            // (no estimate: no cap beyond MAX_CHUNK)
+            max_chunk: copier::max_chunk_rows(
+                self.plan
+                    .data_bytes
+                    .checked_div(self.plan.rows_estimate)
+                    .unwrap_or(0),
+            ),
             frontier: Arc::clone(&frontier),
         };
         let copy_tables = Arc::clone(tables);

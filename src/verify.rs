@@ -297,6 +297,7 @@ impl Verify<'_> {
             // it can starve (0.5-2.5 s measured here). A pending WRITE lock queues them, and is
             // granted as soon as the open transactions end: every other attempt takes it.
             let kind = if attempt % 2 == 1 { "READ" } else { "WRITE" };
+            let asked = Instant::now();
             if let Err(e) = lock
                 .query_drop(format!(
                     "LOCK /* zdm-ost */ TABLES {} {kind}, {} WRITE",
@@ -314,6 +315,7 @@ impl Verify<'_> {
                 }
                 return Err(sql("locking the tables")(e));
             }
+            let granted = Instant::now();
             let under = async {
                 let token = write_sentinel(self.control, &t.db, &self.changelog)
                     .await
@@ -341,6 +343,11 @@ impl Verify<'_> {
             }
             .await;
             let unlocked = lock.query_drop("UNLOCK TABLES").await;
+            tracing::info!(
+                "checksum: consistent point ({kind} lock on the original granted after {} ms, held {} ms)",
+                (granted - asked).as_millis(),
+                granted.elapsed().as_millis()
+            );
             let _ = lock.disconnect().await;
             under?;
             unlocked.map_err(sql("unlocking"))?;
