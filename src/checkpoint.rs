@@ -45,6 +45,14 @@ pub struct DeferredIndex {
     pub clause: String,
 }
 
+/// The indexes' names, for messages: `a, b`.
+pub fn index_names(list: &[&DeferredIndex]) -> String {
+    list.iter()
+        .map(|d| d.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub async fn create(conn: &mut Conn, db: &str, name: &str) -> Result<(), mysql_async::Error> {
     conn.query_drop(format!(
         "CREATE /* zdm-ost */ TABLE {} (\

@@ -879,11 +879,7 @@ impl Run<'_> {
         .map_err(q("leaving the secondary indexes out of the ghost table"))?;
         tracing::info!(
             "secondary index(es) {} left out of the ghost until the copy is done",
-            deferred
-                .iter()
-                .map(|d| d.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            checkpoint::index_names(&deferred.iter().collect::<Vec<_>>())
         );
         Ok(deferred)
     }
@@ -901,25 +897,20 @@ impl Run<'_> {
         let ghost = &self.names.ghost;
         let q = sql_err;
         let started = Instant::now();
-        let have: Vec<String> = conn
-            .exec(
-                "SELECT /* zdm-ost */ DISTINCT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                (db, ghost),
-            )
+        // (read the way they were left out: a resumed run may find some built already)
+        let def = checkpoint::ghost_definition(conn, db, ghost)
             .await
-            .map_err(q("listing the ghost's indexes"))?;
+            .map_err(q("reading the ghost's definition"))?;
+        let all: Vec<String> = deferred.iter().map(|d| d.name.clone()).collect();
+        let present = checkpoint::index_clauses(&def, &all);
         let missing: Vec<&checkpoint::DeferredIndex> = deferred
             .iter()
-            .filter(|d| !have.contains(&d.name))
+            .filter(|d| !present.iter().any(|p| p.name == d.name))
             .collect();
         if missing.is_empty() {
             return Ok(0);
         }
-        let names = missing
-            .iter()
-            .map(|d| d.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
+        let names = checkpoint::index_names(&missing);
         let sql = format!(
             "ALTER /* zdm-ost */ TABLE {} {}, ALGORITHM=INPLACE, LOCK=NONE",
             qualified(db, ghost),

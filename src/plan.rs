@@ -440,6 +440,7 @@ impl Plan {
         let integer_key = pre.table.integer_key(&probe.chunk_key.columns);
         let (deferred_indexes, defer_note) =
             deferred_indexes(&probe.ghost, pre.table.rows_estimate, defer);
+        let defer_if_quiet = matches!(defer, DeferIndexes::Auto { .. });
         let mut steps = vec![
             format!(
                 "create {} with the ALTER applied, and {} for heartbeats and cut-over sentinels",
@@ -473,7 +474,7 @@ impl Plan {
                 names.ghost,
                 names.changelog,
                 deferred_indexes.join(", "),
-                if matches!(defer, DeferIndexes::Auto { .. }) {
+                if defer_if_quiet {
                     format!(
                         " if no more than {QUIET_MAX_CHANGES} rows of {t} change in the first {} ms",
                         QUIET_WINDOW.as_millis()
@@ -488,7 +489,7 @@ impl Plan {
                     "build {} on {} in one online ALTER (ALGORITHM=INPLACE, LOCK=NONE) while changes keep being applied; replicas replay it as one statement{}",
                     deferred_indexes.join(", "),
                     names.ghost,
-                    if matches!(defer, DeferIndexes::Auto { .. }) {
+                    if defer_if_quiet {
                         " (if the table is quiet when the copy starts)"
                     } else {
                         ""
@@ -519,7 +520,7 @@ impl Plan {
             replicas: pre.replicas,
             long_transactions: pre.long_transactions,
             estimate: probe.estimate,
-            defer_if_quiet: matches!(defer, DeferIndexes::Auto { .. }),
+            defer_if_quiet,
             deferred_indexes,
             defer_note,
             steps,

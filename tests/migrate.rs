@@ -709,17 +709,8 @@ async fn killed_binlog_connection_resumes_without_losing_changes() {
 /// flushing go back to the set, the connections are re-established, and nothing is lost.
 #[tokio::test]
 async fn killed_applier_connections_are_reestablished_without_losing_changes() {
-    let mut db = TestDb::new("m_apply_reconnect").await;
-    std_table(&mut db, 3000).await;
-    let writers = Writers::start(
-        primary_port(),
-        &db.name,
-        &std_shape(std_cols(), 3000),
-        2,
-        Duration::from_millis(1),
-        false,
-    )
-    .await;
+    let (mut db, writers) =
+        std_table_with_writers("m_apply_reconnect", 3000, 2, Duration::from_millis(1)).await;
     let run = Running::spawn(
         primary_port(),
         &db.name,
@@ -894,17 +885,8 @@ async fn changes_made_while_a_chunk_is_open_land_after_it() {
 /// for the end of the copy.
 #[tokio::test]
 async fn changes_are_applied_while_long_copy_chunks_run() {
-    let mut db = TestDb::new("m_autoinc_turns").await;
-    std_table(&mut db, 4000).await;
-    let writers = Writers::start(
-        primary_port(),
-        &db.name,
-        &std_shape(std_cols(), 4000),
-        2,
-        Duration::from_millis(2),
-        false,
-    )
-    .await;
+    let (mut db, writers) =
+        std_table_with_writers("m_autoinc_turns", 4000, 2, Duration::from_millis(2)).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (code, _, err) = Running::spawn(
         primary_port(),
@@ -972,21 +954,13 @@ async fn parallel_copy_and_apply_under_load_loses_nothing() {
 /// table and be defined exactly as the server defines the table the ALTER makes.
 #[tokio::test]
 async fn deferred_secondary_indexes_end_up_as_the_alter_defines_them() {
-    let mut db = TestDb::new("m_defer").await;
-    std_table(&mut db, 4000).await;
+    let (mut db, writers) =
+        std_table_with_writers("m_defer", 4000, 2, Duration::from_millis(1)).await;
     let alter = "ADD INDEX kb (b(10), a), ADD UNIQUE KEY ud (d, id), MODIFY a BIGINT NOT NULL";
-    // the reference: the same ALTER run by the server on a copy of the definition
-    db.exec("CREATE TABLE ref LIKE t").await;
+    // the reference: the same ALTER run by the server on a copy of the definition (ctl is
+    // defined as t was)
+    db.exec("CREATE TABLE ref LIKE ctl").await;
     db.exec(&format!("ALTER TABLE ref {alter}")).await;
-    let writers = Writers::start(
-        primary_port(),
-        &db.name,
-        &std_shape(std_cols(), 4000),
-        2,
-        Duration::from_millis(1),
-        false,
-    )
-    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut args = vec!["--defer-indexes", "always", "--status-interval", "0.1"];
     args.extend_from_slice(&FAST_COPY);

@@ -104,17 +104,8 @@ async fn checksum_difference_that_persists_aborts_before_the_rename() {
 /// with a writer running throughout; the end result equals the control table.
 #[tokio::test]
 async fn resume_after_sigkill_at_random_moments_loses_nothing() {
-    let mut db = TestDb::new("v_resume").await;
-    std_table(&mut db, 100_000).await;
-    let writers = Writers::start(
-        primary_port(),
-        &db.name,
-        &std_shape(std_cols(), 100_000),
-        2,
-        Duration::from_millis(2),
-        false,
-    )
-    .await;
+    let (mut db, writers) =
+        std_table_with_writers("v_resume", 100_000, 2, Duration::from_millis(2)).await;
     // slow the copy down (a pause in every chunk) so that every kill lands inside it
     let slow = [("ZDM_FAILPOINT", "copy~50")];
     let copy_args = [
@@ -215,17 +206,8 @@ async fn indexes(db: &mut TestDb, table: &str) -> Vec<String> {
 /// index in place.
 #[tokio::test]
 async fn resume_after_sigkill_around_the_deferred_index_build() {
-    let mut db = TestDb::new("v_defer").await;
-    std_table(&mut db, 5000).await;
-    let writers = Writers::start(
-        primary_port(),
-        &db.name,
-        &std_shape(std_cols(), 5000),
-        2,
-        Duration::from_millis(2),
-        false,
-    )
-    .await;
+    let (mut db, writers) =
+        std_table_with_writers("v_defer", 5000, 2, Duration::from_millis(2)).await;
     let args = ["--defer-indexes", "always", "--chunk-size", "500"];
     let run = zdm(
         primary_port(),

@@ -4,8 +4,8 @@
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Row, Value};
 
-use super::writer::{Gen, KeyShape, Shape};
-use super::TestDb;
+use super::writer::{Gen, KeyShape, Shape, Writers};
+use super::{primary_port, TestDb};
 
 pub const STD_TABLE: &str =
     "(id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY, a INT NOT NULL, \
@@ -23,6 +23,28 @@ pub async fn std_table(db: &mut TestDb, rows: u64) {
         .await;
         db.exec("INSERT INTO ctl SELECT * FROM t").await;
     }
+}
+
+/// A new test database with [`std_table`] seeded with `rows` rows, and `n` writers changing it
+/// (every kind of change, `pause` between transactions).
+pub async fn std_table_with_writers(
+    test: &str,
+    rows: u64,
+    n: u64,
+    pause: std::time::Duration,
+) -> (TestDb, Writers) {
+    let mut db = TestDb::new(test).await;
+    std_table(&mut db, rows).await;
+    let writers = Writers::start(
+        primary_port(),
+        &db.name,
+        &std_shape(std_cols(), rows),
+        n,
+        pause,
+        false,
+    )
+    .await;
+    (db, writers)
 }
 
 pub fn std_cols() -> Vec<(&'static str, Gen, bool)> {
