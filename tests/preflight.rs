@@ -475,7 +475,7 @@ async fn wrong_binlog_settings_are_refused_naming_variable_value_and_fix() {
 
 #[tokio::test]
 async fn plan_says_which_secondary_indexes_are_built_after_the_copy() {
-    let db = orders("defer_plan").await;
+    let mut db = orders("defer_plan").await;
     let alter = "ADD INDEX idx_qty (qty), MODIFY qty BIGINT NOT NULL";
     let plan = |extra: &'static [&'static str]| {
         let name = db.name.clone();
@@ -514,6 +514,28 @@ async fn plan_says_which_secondary_indexes_are_built_after_the_copy() {
     let (deferred, note) = plan(&["--defer-indexes", "never"]).await;
     assert!(deferred.is_empty());
     assert_eq!(note, "kept during the copy (--defer-indexes never)");
+    // a value it does not know is refused before anything is touched
+    let before = db.snapshot().await;
+    let o = zdm(
+        &db.name,
+        &[
+            "--table",
+            "orders",
+            "--alter",
+            alter,
+            "--defer-indexes",
+            "sometimes",
+            "--execute",
+        ],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("error: invalid value 'sometimes' for '--defer-indexes <DEFER_INDEXES>'\n  [possible values: auto, always, never]"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(db.snapshot().await, before);
     // the text plan lists the build as a step of its own
     let o = zdm(&db.name, &["--table", "orders", "--alter", alter]).await;
     let text = stdout(&o);
