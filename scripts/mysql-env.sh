@@ -2,20 +2,29 @@
 # Local MariaDB test bed for zdm-ost: a primary on 127.0.0.1:3310 and a replica on
 # 127.0.0.1:3311, each with its own datadir and my.cnf (/etc/mysql is never read).
 #
-#   scripts/mysql-env.sh start|stop|status|reset
+#   scripts/mysql-env.sh start|stop|status|reset|destroy
 #   scripts/mysql-env.sh start-instance NAME PORT [mariadbd option ...]   # a throwaway extra server
 #   scripts/mysql-env.sh stop-instance NAME
 #
 # Everything lives under $ZDM_ENV_DIR (default: <repo>/.mysql-env). `start` is idempotent,
 # waits until replication runs, and fails fast (printing the error log) on a port conflict.
-# `stop` only signals the pids recorded in the pid files.
+# `stop` only signals the pids recorded in the pid files; `destroy` stops every server under
+# $ZDM_ENV_DIR and deletes the directory.
 # Accounts on every server: root (no password, from 127.0.0.1 and the socket) and zdm/zdm.
+#
+# InnoDB is sized for the test suite: a 512M buffer pool and a 128M redo log on the primary
+# and replica (ZDM_INNODB_BUFFER_POOL_SIZE, ZDM_INNODB_LOG_FILE_SIZE to change; the benchmark
+# runs servers of its own with more), 128M and 48M on throwaway instances. The redo log is
+# allocated in full when a datadir is created, so every server costs its size in disk.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ENV_DIR=${ZDM_ENV_DIR:-$here/.mysql-env}
 PRIMARY_PORT=${ZDM_PRIMARY_PORT:-3310}
 REPLICA_PORT=${ZDM_REPLICA_PORT:-3311}
+
+BUFFER_POOL=${ZDM_INNODB_BUFFER_POOL_SIZE:-512M}
+LOG_FILE=${ZDM_INNODB_LOG_FILE_SIZE:-128M}
 
 log() { printf 'mysql-env: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -51,8 +60,31 @@ port_in_use() {
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
+# megabytes of a size written like 512M or 2G
+size_mb() {
+  local v=$1
+  case "$v" in
+    *[gG]) echo $(( ${v%[gG]} * 1024 )) ;;
+    *[mM]) echo "${v%[mM]}" ;;
+    *) echo $(( v / 1048576 )) ;;
+  esac
+}
+
+# A new datadir takes the redo log in full, plus about 200M (system tablespace, temporary
+# tablespace, first binlog): refuse clearly rather than let InnoDB fail halfway.
+check_disk() {
+  local name=$1 log_size=$2 need free
+  need=$(( $(size_mb "$log_size") + 200 ))
+  free=$(df -Pm "$ENV_DIR" | awk 'NR==2 {print $4}')
+  if [ -n "$free" ] && [ "$free" -lt "$need" ]; then
+    die "only ${free} MB free on the disk of $ENV_DIR; creating $name needs about ${need} MB (its ${log_size} redo log is allocated in full).
+  Free some space (scripts/mysql-env.sh destroy removes every test server's data), or set a smaller ZDM_INNODB_LOG_FILE_SIZE."
+  fi
+}
+
+# write_cnf NAME PORT SERVER_ID BUFFER_POOL LOG_FILE [mariadbd option ...]
 write_cnf() {
-  local name=$1 port=$2 server_id=$3; shift 3
+  local name=$1 port=$2 server_id=$3 pool=$4 redo=$5; shift 5
   local dir="$ENV_DIR/$name"
   mkdir -p "$dir/data"
   {
@@ -74,11 +106,8 @@ write_cnf() {
     echo "collation-server=utf8mb4_general_ci"
     echo "skip-name-resolve"
     echo "max_connections=500"
-    # room for a benchmark table, its control copy and the ghost (about 0.8 GB at 1M rows),
-    # and a redo log that a copy does not fill every few seconds (256M kept InnoDB flushing at
-    # its limit and stalled writers)
-    echo "innodb_buffer_pool_size=2G"
-    echo "innodb_log_file_size=1G"
+    echo "innodb_buffer_pool_size=$pool"
+    echo "innodb_log_file_size=$redo"
     echo "innodb_flush_log_at_trx_commit=2"
     echo "sync_binlog=0"
     echo "expire_logs_days=1"
@@ -103,6 +132,7 @@ start_one() {
   local fresh=0
   if [ ! -d "$dir/data/mysql" ]; then
     fresh=1
+    check_disk "$name" "$(awk -F= '/^innodb_log_file_size=/ {v=$2} END {print v}' "$dir/my.cnf")"
     mariadb-install-db --defaults-file="$dir/my.cnf" --auth-root-authentication-method=normal \
       --skip-test-db >"$dir/install.log" 2>&1 || { cat "$dir/install.log" >&2; die "mariadb-install-db failed for $name"; }
   fi
@@ -180,8 +210,8 @@ case "$cmd" in
   start)
     ensure_installed
     mkdir -p "$ENV_DIR"
-    write_cnf primary "$PRIMARY_PORT" 1
-    write_cnf replica "$REPLICA_PORT" 2
+    write_cnf primary "$PRIMARY_PORT" 1 "$BUFFER_POOL" "$LOG_FILE"
+    write_cnf replica "$REPLICA_PORT" 2 "$BUFFER_POOL" "$LOG_FILE"
     start_one primary "$PRIMARY_PORT"
     start_one replica "$REPLICA_PORT"
     setup_replication
@@ -203,12 +233,21 @@ case "$cmd" in
     rm -rf "$ENV_DIR/primary" "$ENV_DIR/replica"
     "$0" start
     ;;
+  destroy)
+    if [ -d "$ENV_DIR" ]; then
+      for d in "$ENV_DIR"/*/; do
+        [ -f "$d/my.cnf" ] && stop_one "$(basename "$d")"
+      done
+      rm -rf "$ENV_DIR"
+      log "removed $ENV_DIR"
+    fi
+    ;;
   start-instance)
     [ $# -ge 3 ] || die "usage: $0 start-instance NAME PORT [mariadbd option ...]"
     ensure_installed
     name=$2 port=$3; shift 3
     mkdir -p "$ENV_DIR"
-    write_cnf "$name" "$port" "$port" "$@"
+    write_cnf "$name" "$port" "$port" 128M 48M "$@"
     start_one "$name" "$port"
     ;;
   stop-instance)
@@ -216,7 +255,7 @@ case "$cmd" in
     stop_one "$2"
     ;;
   *)
-    echo "usage: $0 start|stop|status|reset | start-instance NAME PORT [opt...] | stop-instance NAME" >&2
+    echo "usage: $0 start|stop|status|reset|destroy | start-instance NAME PORT [opt...] | stop-instance NAME" >&2
     exit 2
     ;;
 esac
