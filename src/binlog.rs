@@ -554,7 +554,7 @@ async fn run_once(
             }
             _ => match ev.read_data() {
                 Ok(Some(EventData::RowsEvent(re))) => {
-                    handle_rows(spec, &stream, &re, &event_start, tx, progress).await?;
+                    handle_rows(spec, &stream, &re, &event_start, tx).await?;
                 }
                 Ok(Some(_)) => {}
                 Ok(None) => {
@@ -644,7 +644,6 @@ async fn handle_rows(
     re: &RowsEventData<'_>,
     at: &BinlogPos,
     tx: &mpsc::Sender<StreamMsg>,
-    progress: &Progress,
 ) -> Result<(), BinlogError> {
     let Some(tme) = stream.get_tme(re.table_id()) else {
         return Err(BinlogError::Read {
@@ -717,7 +716,6 @@ async fn handle_rows(
             keys.push(k);
         }
     }
-    progress.add_row_events(keys.len() as u64);
     if !keys.is_empty() && tx.send(StreamMsg::Keys(keys)).await.is_err() {
         return Ok(());
     }

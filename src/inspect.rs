@@ -119,7 +119,7 @@ pub struct IndexInfo {
 }
 
 /// A table as `information_schema` describes it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct TableInfo {
     pub db: String,
     pub table: String,
@@ -287,6 +287,8 @@ pub struct ReplicaReport {
 pub struct Preflight {
     pub server: ServerInfo,
     pub table: TableInfo,
+    /// `@@innodb_buffer_pool_size`, if it could be read.
+    pub buffer_pool_bytes: Option<u64>,
     pub long_transactions: Vec<LongTransaction>,
     pub replicas: Vec<ReplicaReport>,
     pub warnings: Vec<String>,
@@ -370,9 +372,15 @@ pub async fn preflight(
             ));
         }
     }
+    let buffer_pool_bytes: Option<u64> = conn
+        .query_first("SELECT /* zdm-ost */ @@innodb_buffer_pool_size")
+        .await
+        .ok()
+        .flatten();
     Ok(Preflight {
         server,
         table,
+        buffer_pool_bytes,
         long_transactions,
         replicas: reports,
         warnings,

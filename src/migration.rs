@@ -622,7 +622,7 @@ impl Run<'_> {
         // planned; a resumed run goes on as its checkpoint says.
         let deferred = match &self.resume {
             Some(c) => c.deferred_indexes.clone(),
-            None => self.leave_out_indexes(conn, &mut follower).await?,
+            None => self.leave_out_indexes(conn).await?,
         };
         let deferred = &deferred[..];
         let ghost_hash = checkpoint::ghost_hash(conn, db, &self.names.ghost, deferred)
@@ -830,34 +830,17 @@ impl Run<'_> {
         Ok((copied, copy_ms, index_ms, checksum, stats))
     }
 
-    /// Drops the planned secondary indexes from the empty ghost, to be built after the copy.
-    /// With `--defer-indexes auto` only when the table is quiet: its changes are counted on the
-    /// live binlog stream for [`plan::QUIET_WINDOW`], since under writes the build's burst at the end
-    /// stalls the server's writers (160-290 ms measured at 500 txn/s on 2 cores).
+    /// Drops the planned secondary indexes from the empty ghost, to be built after the copy
+    /// (the plan decided which, see `plan::DeferIndexes`).
     async fn leave_out_indexes(
         &self,
         conn: &mut Conn,
-        follower: &mut Follower,
     ) -> Result<Vec<checkpoint::DeferredIndex>, Error> {
         let db = &self.cfg.database;
         let ghost = &self.names.ghost;
         let q = sql_err;
         if self.plan.deferred_indexes.is_empty() {
             return Ok(Vec::new());
-        }
-        if self.plan.defer_if_quiet {
-            let before = self.progress.row_events.load(Relaxed);
-            let until = tokio::time::Instant::now() + plan::QUIET_WINDOW;
-            follower.follow(None, until, true, &self.cancel).await?;
-            let changes = self.progress.row_events.load(Relaxed) - before;
-            if changes > plan::QUIET_MAX_CHANGES {
-                tracing::info!(
-                    "secondary index(es) {} stay in the ghost during the copy: the table is being written ({changes} changed rows in {} ms; --defer-indexes always builds them after the copy anyway)",
-                    self.plan.deferred_indexes.join(", "),
-                    plan::QUIET_WINDOW.as_millis()
-                );
-                return Ok(Vec::new());
-            }
         }
         let def = checkpoint::ghost_definition(conn, db, ghost)
             .await

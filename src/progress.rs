@@ -46,8 +46,6 @@ pub struct Progress {
     pub estimated_rows: AtomicU64,
     pub chunks: AtomicU64,
     pub chunk_size: AtomicU64,
-    /// Keys taken from the binlog (before deduplication).
-    pub row_events: AtomicU64,
     /// Distinct keys re-synced into the ghost table.
     pub applied_keys: AtomicU64,
     /// Keys waiting to be applied.
@@ -76,7 +74,6 @@ impl Default for Progress {
             estimated_rows: AtomicU64::new(0),
             chunks: AtomicU64::new(0),
             chunk_size: AtomicU64::new(0),
-            row_events: AtomicU64::new(0),
             applied_keys: AtomicU64::new(0),
             backlog: AtomicU64::new(0),
             max_backlog: AtomicU64::new(0),
@@ -153,10 +150,6 @@ impl Progress {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-    }
-
-    pub fn add_row_events(&self, n: u64) {
-        self.row_events.fetch_add(n, Relaxed);
     }
 
     /// One line for the log: phase, copy progress, apply progress, rate, ETA, position.

@@ -999,11 +999,11 @@ async fn deferred_secondary_indexes_end_up_as_the_alter_defines_them() {
     db.drop_db().await;
 }
 
-/// `--defer-indexes auto` (the default) leaves the secondary indexes out of the copy only when
-/// the table is quiet as the copy starts: under writes the build's burst at the end would stall
-/// them.
+/// `--defer-indexes auto` (the default) leaves the secondary indexes out of the copy whether
+/// or not the table is being written, when the buffer pool has room (the test bed's 512M holds
+/// this table many times over); rows written during the copy reach the rebuilt indexes.
 #[tokio::test]
-async fn auto_defers_indexes_only_while_the_table_is_quiet() {
+async fn auto_defers_indexes_of_a_table_being_written() {
     let mut db = TestDb::new("m_defer_auto").await;
     std_table(&mut db, 2000).await;
     let mut args = vec!["--ok-to-drop-table"];
@@ -1028,11 +1028,19 @@ async fn auto_defers_indexes_only_while_the_table_is_quiet() {
     let (code, _, err) = migrate(&db.name, "MODIFY a INT NOT NULL", &args).await;
     assert_eq!(code, Some(0), "migration failed:\n{err}");
     assert!(
-        err.contains("secondary index(es) ka stay in the ghost during the copy: the table is being written ("),
+        err.contains("secondary index(es) ka left out of the ghost until the copy is done"),
         "{err}"
     );
-    assert!(!err.contains("left out of the ghost"), "{err}");
+    assert!(err.contains("secondary index(es) ka built in "), "{err}");
     writers.stop_without_errors().await;
     assert_same_as_control(&mut db.conn).await;
+    // the rebuilt index holds every row, those written during the copy included
+    let (by_index, by_table): (u64, u64) = db
+        .conn
+        .query_first("SELECT (SELECT COUNT(*) FROM t FORCE INDEX (ka)), (SELECT COUNT(*) FROM t IGNORE INDEX (ka))")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_index, by_table);
     db.drop_db().await;
 }
