@@ -511,7 +511,7 @@ impl Plan {
                 deferred_indexes.join(", "),
             );
             steps.insert(
-                4,
+                5,
                 format!(
                     "build {} on {} in one online ALTER (ALGORITHM=INPLACE, LOCK=NONE) while changes keep being applied; replicas replay it as one statement",
                     deferred_indexes.join(", "),

@@ -599,7 +599,7 @@ async fn plan_says_which_secondary_indexes_are_built_after_the_copy() {
         "{text}"
     );
     assert!(
-        text.contains("5. build customer, idx_qty on orders_zdm_gho in one online ALTER (ALGORITHM=INPLACE, LOCK=NONE) while changes keep being applied; replicas replay it as one statement"),
+        text.contains("6. build customer, idx_qty on orders_zdm_gho in one online ALTER (ALGORITHM=INPLACE, LOCK=NONE) while changes keep being applied; replicas replay it as one statement"),
         "{text}"
     );
     db.drop_db().await;

@@ -228,9 +228,9 @@ async fn resume_after_sigkill_around_the_deferred_index_build() {
         primary_port(),
         &db.name,
         &resumed,
-        &[("ZDM_FAILPOINT", "checksum")],
+        &[("ZDM_FAILPOINT", "cut-over-start")],
     );
-    run.wait_for("failpoint checksum reached", Duration::from_secs(60))
+    run.wait_for("failpoint cut-over-start reached", Duration::from_secs(60))
         .await;
     assert!(
         run.lines
