@@ -72,10 +72,16 @@ SQL
 
 # Every timed run starts with the replica caught up: a native ALTER is replayed by the replica
 # after it finishes on the primary, and that replay must not eat into the next method's time.
+# Then the binlogs before it go, on both servers: each run writes several GB (the table, its
+# control copy and the change, again on the replica through log_slave_updates), and 21 runs
+# kept (62 GB) filled the disk and slowed every method down as it went.
 catch_up() {
-  local gtid
+  local gtid p
   gtid=$(sql -N -e "SELECT @@gtid_binlog_pos")
   mariadb --no-defaults -h127.0.0.1 -P"$REPLICA_PORT" -uroot -N -e "SELECT MASTER_GTID_WAIT('$gtid', 600)" >/dev/null
+  for p in "$PORT" "$REPLICA_PORT"; do
+    mariadb --no-defaults -h127.0.0.1 -P"$p" -uroot -e "FLUSH BINARY LOGS; PURGE BINARY LOGS BEFORE NOW()" 2>/dev/null || true
+  done
 }
 
 run_method() { # method -> prints wall seconds (fails if the method failed); zdm's RSS to $OUT/rss
