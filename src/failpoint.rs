@@ -7,8 +7,8 @@
 //! snapshot, inserted, not committed yet), `copy-slow-read~MS` (the server sleeps MS ms per row
 //! a snapshot chunk reads, so its insert runs long after its snapshot was taken), `cut-over-start` (before the cut-over's catch-up),
 //! `cut-over-locked` (under the cut-over lock, RENAME queued, before the last keys are applied),
-//! `build-indexes` (copy done, before the deferred secondary indexes are built), `checksum` (before
-//! the checksum starts).
+//! `checksum` (copy done, before the checksum starts), `build-indexes` (checksum done, before the
+//! deferred secondary indexes are built).
 
 use std::collections::HashSet;
 use std::sync::Mutex;

@@ -223,6 +223,13 @@ pub async fn execute(
     let bar = opts
         .progress_bar
         .then(|| spawn_progress_bar(Arc::clone(&progress), services.clone()));
+    let ticker = spawn_status_ticker(
+        Arc::clone(&progress),
+        hooks.clone(),
+        opts.status_interval,
+        !opts.progress_bar,
+        services.clone(),
+    );
     let mut result = run.run(&mut conn).await;
     // Asked to stop (signal, panic, critical load)? Then whichever task noticed first, and
     // whatever it reported ("stream stopped", ...), the cause is the request to stop.
@@ -236,6 +243,7 @@ pub async fn execute(
     if let Some(b) = bar {
         let _ = b.await;
     }
+    let _ = ticker.await;
     if result.is_err() && asked_to_stop {
         result = Err(match throttle.abort_reason() {
             Some(reason) => Error::Aborted(reason),
@@ -341,6 +349,36 @@ async fn instant(
         "the metadata lock was not granted in {} attempts",
         opts.cut_over_retries.max(1)
     ))
+}
+
+/// Every `--status-interval` while the run works on the tables (copy to cut-over), whatever
+/// it is doing: a status line (unless the progress bar shows it) and the `on-status` hook.
+fn spawn_status_ticker(
+    progress: Arc<Progress>,
+    hooks: Hooks,
+    interval: Duration,
+    print: bool,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = stop.cancelled() => return,
+            }
+            if !matches!(
+                progress.phase(),
+                Phase::Copying | Phase::Indexing | Phase::Verifying | Phase::CuttingOver
+            ) {
+                continue;
+            }
+            if print {
+                tracing::info!("{}", progress.status_line());
+            }
+            let hooks = hooks.clone();
+            tokio::spawn(async move { hooks.notify("on-status", &[]).await });
+        }
+    })
 }
 
 /// A progress bar on stderr, updated from the shared progress until `stop`.
@@ -694,7 +732,6 @@ impl Run<'_> {
             let _ = copy_conn.disconnect().await;
             r
         });
-        let mut next_status = Instant::now() + self.opts.status_interval;
         let mut next_checkpoint = Instant::now() + checkpoint::EVERY;
         // `follow` must run to completion each time: a flush dropped halfway would lose keys
         // (so no select! against the copy task here; it is polled between rounds).
@@ -707,14 +744,6 @@ impl Run<'_> {
                     what: "the copy task",
                     reason: e.to_string(),
                 })??;
-            }
-            if Instant::now() >= next_status {
-                if !self.opts.progress_bar {
-                    tracing::info!("{}", self.progress.status_line());
-                }
-                let hooks = self.hooks.clone();
-                tokio::spawn(async move { hooks.notify("on-status", &[]).await });
-                next_status = Instant::now() + self.opts.status_interval;
             }
             if Instant::now() >= next_checkpoint {
                 self.save_checkpoint(conn, &ckp(Phase::Copying, &follower))
@@ -781,6 +810,7 @@ impl Run<'_> {
 
         // Postponed? Stay in sync until the flag file is gone (or `unpostpone`).
         if self.throttle.postponed() {
+            self.progress.postponed.store(true, Relaxed);
             tracing::info!(
                 "cut-over postponed: {} exists; remove it, or send `unpostpone` to the control socket",
                 self.opts.throttle.postpone_flag_file.as_ref().map(|f| f.display().to_string()).unwrap_or_default()
@@ -789,6 +819,7 @@ impl Run<'_> {
                 let until = tokio::time::Instant::now() + Duration::from_millis(200);
                 follower.follow(None, until, true, &self.cancel).await?;
             }
+            self.progress.postponed.store(false, Relaxed);
             tracing::info!("cut-over no longer postponed");
         }
         if let Err(e) = self.hooks.run("on-before-cut-over", &[]).await {
@@ -924,7 +955,6 @@ impl Run<'_> {
                 let _ = iconn.disconnect().await;
                 r
             });
-            let mut next_status = Instant::now() + self.opts.status_interval;
             let followed: Result<(), Error> = loop {
                 let until = tokio::time::Instant::now() + Duration::from_millis(100);
                 if let Err(e) = follower.follow(None, until, true, &self.cancel).await {
@@ -932,16 +962,6 @@ impl Run<'_> {
                 }
                 if task.is_finished() {
                     break Ok(());
-                }
-                if Instant::now() >= next_status {
-                    if !self.opts.progress_bar {
-                        tracing::info!(
-                            "building index(es) {names}: {:.1} s so far; {}",
-                            started.elapsed().as_secs_f64(),
-                            self.progress.status_line()
-                        );
-                    }
-                    next_status = Instant::now() + self.opts.status_interval;
                 }
             };
             if let Err(e) = followed {

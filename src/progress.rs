@@ -2,7 +2,7 @@
 //! the binlog position. Parts only add to it; the orchestrator reads it for the status line.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -55,7 +55,13 @@ pub struct Progress {
     /// The largest backlog seen.
     pub max_backlog: AtomicU64,
     pub conflicts: AtomicU64,
-    phase: Mutex<Phase>,
+    /// The checksum's chunks checked, and how many it has in this round (0: not known yet).
+    pub checked_chunks: AtomicU64,
+    pub checksum_chunks: AtomicU64,
+    /// The cut-over waits for the postpone flag file (or `unpostpone`).
+    pub postponed: AtomicBool,
+    /// The phase and when it began.
+    phase: Mutex<(Phase, Instant)>,
     binlog_pos: Mutex<Option<BinlogPos>>,
     /// Every chunk up to and including this key is copied.
     watermark: Mutex<Option<Key>>,
@@ -79,7 +85,10 @@ impl Default for Progress {
             max_backlog: AtomicU64::new(0),
             held_back: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),
-            phase: Mutex::new(Phase::Inspecting),
+            checked_chunks: AtomicU64::new(0),
+            checksum_chunks: AtomicU64::new(0),
+            postponed: AtomicBool::new(false),
+            phase: Mutex::new((Phase::Inspecting, Instant::now())),
             binlog_pos: Mutex::new(None),
             watermark: Mutex::new(None),
             throttle_reason: Mutex::new(None),
@@ -92,16 +101,26 @@ impl Default for Progress {
 
 impl Progress {
     pub fn phase(&self) -> Phase {
-        *self.phase.lock().unwrap_or_else(|p| p.into_inner())
+        self.phase.lock().unwrap_or_else(|p| p.into_inner()).0
     }
 
     /// Sets the phase and logs the transition.
     pub fn set_phase(&self, p: Phase) {
         let mut cur = self.phase.lock().unwrap_or_else(|p| p.into_inner());
-        if *cur != p {
-            tracing::info!("phase: {} -> {}", *cur, p);
-            *cur = p;
+        if cur.0 != p {
+            tracing::info!("phase: {} -> {}", cur.0, p);
+            *cur = (p, Instant::now());
         }
+    }
+
+    /// Seconds since the current phase began.
+    fn phase_secs(&self) -> f64 {
+        self.phase
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .elapsed()
+            .as_secs_f64()
     }
 
     pub fn set_binlog_pos(&self, pos: &BinlogPos) {
@@ -152,7 +171,8 @@ impl Progress {
             .clone()
     }
 
-    /// One line for the log: phase, copy progress, apply progress, rate, ETA, position.
+    /// One line for the log: phase and its progress (rows copied, with rate and ETA; chunks
+    /// checksummed; time spent), apply progress, position, and what holds the run back.
     pub fn status_line(&self) -> String {
         let copied = self.copied_rows.load(Relaxed);
         let est = self.estimated_rows.load(Relaxed).max(copied);
@@ -172,16 +192,36 @@ impl Progress {
             .binlog_pos()
             .map(|p| p.to_string())
             .unwrap_or_else(|| "-".into());
-        let throttled = match self.throttle_reason() {
+        let mut held = match self.throttle_reason() {
             Some(r) => format!(", THROTTLED: {r}"),
             None => String::new(),
         };
-        format!(
-            "{}: copied {copied}/{est} rows ({pct:.1}%), applied {} changes, backlog {} (+{} awaiting the copy), {rate:.0} rows/s, eta {eta}, elapsed {elapsed:.1}s, binlog {pos}{throttled}",
-            self.phase(),
-            self.applied_keys.load(Relaxed),
-            self.backlog.load(Relaxed),
-            self.held_back.load(Relaxed),
-        )
+        if self.postponed.load(Relaxed) {
+            held.push_str(
+                ", cut-over POSTPONED (remove the postpone flag file, or send unpostpone)",
+            );
+        }
+        let applied = self.applied_keys.load(Relaxed);
+        let backlog = self.backlog.load(Relaxed);
+        let phase = self.phase();
+        let doing = match phase {
+            Phase::Copying => format!(
+                "copied {copied}/{est} rows ({pct:.1}%), applied {applied} changes, backlog {backlog} (+{} awaiting the copy), {rate:.0} rows/s, eta {eta}",
+                self.held_back.load(Relaxed)
+            ),
+            Phase::Verifying => {
+                let total = self.checksum_chunks.load(Relaxed);
+                format!(
+                    "checksummed {}/{} chunks, applied {applied} changes, backlog {backlog}",
+                    self.checked_chunks.load(Relaxed),
+                    if total == 0 { "?".to_string() } else { total.to_string() }
+                )
+            }
+            _ => format!(
+                "{:.1}s in this phase, copied {copied} rows, applied {applied} changes, backlog {backlog}",
+                self.phase_secs()
+            ),
+        };
+        format!("{phase}: {doing}, elapsed {elapsed:.1}s, binlog {pos}{held}")
     }
 }

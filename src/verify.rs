@@ -190,9 +190,13 @@ impl Verify<'_> {
             let e = Arc::clone(&exprs);
             let todo = ranges.clone();
             let throttle = Arc::clone(&self.throttle);
+            let progress = Arc::clone(&self.progress);
             let cancel = self.cancel.clone();
             let mut task = tokio::spawn(async move {
-                check(snapshot.0, snapshot.1, &t, &e, todo, &throttle, &cancel).await
+                check(
+                    snapshot.0, snapshot.1, &t, &e, todo, &throttle, &progress, &cancel,
+                )
+                .await
             });
             // keep applying while the checksum reads its snapshot
             let (chunks, differing) = loop {
@@ -362,6 +366,7 @@ impl Verify<'_> {
 /// Checksums the given ranges (or the whole table, in chunks) inside the snapshots, the
 /// original on `s` and the ghost on `g` at the same time. Returns the number of chunks checked
 /// and the ones that differ.
+#[allow(clippy::too_many_arguments)]
 async fn check(
     mut s: Conn,
     mut g: Conn,
@@ -369,12 +374,17 @@ async fn check(
     exprs: &(String, String),
     ranges: Option<Vec<Range>>,
     throttle: &crate::throttle::Throttle,
+    progress: &Progress,
     cancel: &CancellationToken,
 ) -> Result<(u64, Vec<Range>), VerifyError> {
+    use std::sync::atomic::Ordering::Relaxed;
+    progress.checked_chunks.store(0, Relaxed);
+    progress.checksum_chunks.store(0, Relaxed);
     let ranges = match ranges {
         Some(r) => r,
         None => chunk_ranges(&mut s, t).await?,
     };
+    progress.checksum_chunks.store(ranges.len() as u64, Relaxed);
     let mut differing = Vec::new();
     for (lo, hi) in &ranges {
         if !throttle.wait_soft(cancel).await {
@@ -403,6 +413,7 @@ async fn check(
         if a != b {
             differing.push((lo.clone(), hi.clone()));
         }
+        progress.checked_chunks.fetch_add(1, Relaxed);
     }
     for mut c in [s, g] {
         let _ = c.query_drop("COMMIT").await;

@@ -356,9 +356,10 @@ async fn every_control_command_is_answered_over_a_real_socket() {
     assert!(ask(&sock, "help")
         .await
         .starts_with("commands: help, status, status-json, throttle"));
+    let line = ask(&sock, "status").await;
     assert!(
-        ask(&sock, "status").await.starts_with("verifying: ")
-            || ask(&sock, "status").await.starts_with("copying: ")
+        line.contains(", cut-over POSTPONED (remove the postpone flag file, or send unpostpone)"),
+        "{line}"
     );
     let s = status(&sock).await;
     assert_eq!(s["copied_rows"], 2000);
@@ -492,6 +493,60 @@ async fn postponed_cut_over_waits_in_sync_until_unpostpone() {
         ["id", "a", "b", "c", "d", "note"]
     );
     assert_same_as_control(&mut db.conn).await;
+    db.drop_db().await;
+}
+
+/// Status lines and the `on-status` hook keep coming after the copy, through the checksum and the
+/// deferred index build, each saying how far that phase is (a checksum of a big table used to
+/// print nothing for minutes).
+#[tokio::test]
+async fn status_lines_and_on_status_continue_through_checksum_and_index_build() {
+    let mut db = TestDb::new("c_status").await;
+    std_table(&mut db, 2000).await;
+    let dir = scratch("status");
+    let phases = dir.join("phases");
+    hook(
+        &dir,
+        "on-status",
+        &format!("echo $ZDM_PHASE >> {}", phases.display()),
+    );
+    let (code, _, err) = zdm(
+        &db.name,
+        &[
+            "--hooks-path",
+            dir.to_str().unwrap(),
+            "--status-interval",
+            "0.05",
+            "--defer-indexes",
+            "always",
+        ],
+        &[("ZDM_FAILPOINT", "checksum=500,build-indexes=500")],
+    )
+    .finish()
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.contains(" INFO verifying: checksummed ")
+                && l.contains(" chunks, applied ")),
+        "{err}"
+    );
+    assert!(
+        err.lines().any(|l| l.contains(" INFO indexing: ")
+            && l.contains("s in this phase, copied 2000 rows, applied ")),
+        "{err}"
+    );
+    let seen = std::fs::read_to_string(&phases).unwrap_or_default();
+    for phase in ["verifying", "indexing"] {
+        assert!(
+            seen.lines().any(|l| l == phase),
+            "no on-status in {phase}: {seen}"
+        );
+    }
+    assert_eq!(
+        columns(&mut db.conn).await,
+        ["id", "a", "b", "c", "d", "note"]
+    );
     db.drop_db().await;
 }
 
