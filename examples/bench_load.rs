@@ -150,21 +150,33 @@ async fn main() {
     // the worst latency of each second (by intended start) that had a transaction >= 100 ms,
     // keyed by UTC time of day, to line stalls up with a migration's log
     let mut stalls: std::collections::BTreeMap<String, f64> = Default::default();
-    for (at, ms) in slow {
+    // UTC time of day of a moment `at` seconds into the run, to the millisecond
+    let clock = |at: f64| {
         let t = start_wall + Duration::from_secs_f64(at);
-        let secs = t
+        let ms = t
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
+            .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let key = format!(
-            "{:02}:{:02}:{:02}",
+        let secs = ms / 1000;
+        format!(
+            "{:02}:{:02}:{:02}.{:03}",
             secs / 3600 % 24,
             secs / 60 % 60,
-            secs % 60
-        );
+            secs % 60,
+            ms % 1000
+        )
+    };
+    for &(at, ms) in &slow {
+        let key = clock(at)[..8].to_string();
         let e = stalls.entry(key).or_insert(0.0);
         *e = e.max(ms.round());
     }
+    // the slowest transaction's intended start and its end, to place it among a migration's
+    // log lines more closely than its second
+    let worst = slow
+        .iter()
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|&(at, ms)| serde_json::json!({"from": clock(at), "to": clock(at + ms / 1000.0), "ms": ms.round()}));
     let q = |p: f64| {
         if lat.is_empty() {
             0.0
@@ -183,6 +195,7 @@ async fn main() {
             "p99_ms": q(0.99),
             "max_ms": lat.last().copied().unwrap_or(0.0),
             "stalls": stalls,
+            "worst": worst,
         })
     );
 }

@@ -109,7 +109,7 @@ correct() { # table == control, over the original columns
   [ "$a" = "$b" ] && echo yes || echo "NO ($a vs $b)"
 }
 
-echo "zdm-ost extra args: ${ZDM_ARGS:-none}" >&2
+echo "zdm-ost extra args: ${ZDM_ARGS:-none}; logs in $OUT" >&2
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $(sql -N -e 'SELECT VERSION()'); rows $ROWS; rounds $ROUNDS; load $RATE txn/s" >&2
 for round in $(seq 1 "$ROUNDS"); do
   for mode in $MODES; do
@@ -130,6 +130,7 @@ for round in $(seq 1 "$ROUNDS"); do
         sleep 1; touch "$stop"; wait $load || true
         load_json=$(cat "$OUT/load.json")
       fi
+      [ "$m" = zdm ] && cp "$OUT/zdm.err" "$OUT/zdm-$round-$mode.log"
       ok=$(correct)
       rss=$(cat "$OUT/rss" 2>/dev/null || echo "")
       cpu=$(cat "$OUT/cpu" 2>/dev/null || echo "")
