@@ -15,6 +15,7 @@ use mysql_async::prelude::*;
 use mysql_async::Conn;
 
 use crate::binlog::BinlogPos;
+use crate::indexes::{definition_lines, ghost_definition, DeferredIndex};
 use crate::key::Key;
 use crate::sql::qualified;
 
@@ -35,22 +36,6 @@ pub struct Checkpoint {
     pub copied_rows: u64,
     pub tool_version: String,
     pub updated_at: String,
-}
-
-/// A secondary index of the ghost built after the copy: its name and its clause in the ghost's
-/// definition (`KEY `k` (`k`)`), which `ALTER TABLE ... ADD` accepts as it is.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct DeferredIndex {
-    pub name: String,
-    pub clause: String,
-}
-
-/// The indexes' names, for messages: `a, b`.
-pub fn index_names(list: &[&DeferredIndex]) -> String {
-    list.iter()
-        .map(|d| d.name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 pub async fn create(conn: &mut Conn, db: &str, name: &str) -> Result<(), mysql_async::Error> {
@@ -167,42 +152,6 @@ pub async fn read(
     ))
 }
 
-/// The ghost's definition as `SHOW CREATE TABLE` gives it.
-pub async fn ghost_definition(
-    conn: &mut Conn,
-    db: &str,
-    ghost: &str,
-) -> Result<String, mysql_async::Error> {
-    let row: Option<(String, String)> = conn
-        .query_first(format!(
-            "SHOW /* zdm-ost */ CREATE TABLE {}",
-            qualified(db, ghost)
-        ))
-        .await?;
-    Ok(row.map(|(_, d)| d).unwrap_or_default())
-}
-
-/// The lines of a definition, each without its indentation and trailing comma.
-fn definition_lines(def: &str) -> impl Iterator<Item = &str> {
-    def.lines().map(|l| l.trim().trim_end_matches(','))
-}
-
-/// These indexes as a table definition declares them, in its order (an index whose line is not
-/// a plain `KEY` clause is left out).
-pub fn index_clauses(def: &str, names: &[String]) -> Vec<DeferredIndex> {
-    definition_lines(def)
-        .filter_map(|l| {
-            names
-                .iter()
-                .find(|n| l.starts_with(&format!("KEY {} (", crate::sql::quote_ident(n))))
-                .map(|n| DeferredIndex {
-                    name: n.clone(),
-                    clause: l.to_string(),
-                })
-        })
-        .collect()
-}
-
 /// A short hash of the ghost table's definition: its AUTO_INCREMENT counter and the deferred
 /// index clauses left out (so it is the same before and after they are built).
 pub async fn ghost_hash(
@@ -240,28 +189,5 @@ pub fn lock_name(db: &str, table: &str) -> String {
         name
     } else {
         format!("zdm-ost:{:08x}", crc32fast::hash(name.as_bytes()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const DEF: &str = "CREATE TABLE `t_zdm_gho` (\n  `id` int(11) NOT NULL AUTO_INCREMENT,\n  `k` bigint(20) NOT NULL DEFAULT 0,\n  `c` char(10) NOT NULL,\n  PRIMARY KEY (`id`),\n  UNIQUE KEY `c_u` (`c`),\n  KEY `k_1` (`k`),\n  KEY `kc` (`k`,`c`(4)) COMMENT 'x'\n) ENGINE=InnoDB AUTO_INCREMENT=7 DEFAULT CHARSET=utf8mb4";
-
-    #[test]
-    fn index_clauses_are_the_definition_lines_of_the_named_indexes() {
-        let clauses: Vec<String> = index_clauses(DEF, &["kc".into(), "k_1".into()])
-            .into_iter()
-            .map(|d| format!("{}: {}", d.name, d.clause))
-            .collect();
-        assert_eq!(
-            clauses,
-            vec![
-                "k_1: KEY `k_1` (`k`)",
-                "kc: KEY `kc` (`k`,`c`(4)) COMMENT 'x'"
-            ]
-        );
-        assert!(index_clauses(DEF, &["c_u".into()]).is_empty());
     }
 }

@@ -55,6 +55,14 @@ impl From<PlanError> for Error {
 }
 
 impl Error {
+    /// Maps a server error to [`Error::Sql`], naming what was being done.
+    pub fn sql(what: &'static str) -> impl Fn(mysql_async::Error) -> Error {
+        move |e| Error::Sql {
+            what,
+            reason: crate::sql::server_message(&e),
+        }
+    }
+
     /// 1 for an error, 130 when interrupted (as shells report SIGINT).
     pub fn exit_code(&self) -> u8 {
         if self.is_cancelled() {

@@ -26,16 +26,17 @@ use crate::checkpoint::{self, Checkpoint};
 use crate::cli::Config;
 use crate::control::Control;
 use crate::copier::{self, CopyOptions};
-use crate::cutover::{Cutover, CutoverOptions, CutoverState, CutoverStats, SENTRY_COMMENT};
+use crate::cutover::{Cutover, CutoverOptions, CutoverState, CutoverStats};
 use crate::ddl::{parse_alter, TableNames};
 use crate::error::Error;
 use crate::hooks::Hooks;
 use crate::inspect::TableInfo;
 use crate::key::KeyColumn;
+use crate::leftovers::{acquire_run_lock, check_resumable, drop_helpers};
 use crate::plan::{self, Plan};
 use crate::progress::{Phase, Progress};
 use crate::resync::Tables;
-use crate::sql::{qualified, quote_ident, server_code, server_message};
+use crate::sql::{qualified, server_code, server_message};
 use crate::throttle::{Monitor, Throttle, ThrottleSettings};
 use crate::verify::{Verify, VerifyStats};
 use std::net::SocketAddr;
@@ -440,7 +441,7 @@ impl Run<'_> {
 
         // Expand: the ghost with the ALTER applied, the changelog, the checkpoint.
         let ghost_q = qualified(db, &n.ghost);
-        let q = sql_err;
+        let q = Error::sql;
         if self.resume.is_none() {
             conn.query_drop(format!(
                 "CREATE /* zdm-ost */ TABLE {ghost_q} LIKE {}",
@@ -660,12 +661,15 @@ impl Run<'_> {
         // planned; a resumed run goes on as its checkpoint says.
         let deferred = match &self.resume {
             Some(c) => c.deferred_indexes.clone(),
-            None => self.leave_out_indexes(conn).await?,
+            None => {
+                crate::indexes::leave_out(conn, db, &self.names.ghost, &self.plan.deferred_indexes)
+                    .await?
+            }
         };
         let deferred = &deferred[..];
         let ghost_hash = checkpoint::ghost_hash(conn, db, &self.names.ghost, deferred)
             .await
-            .map_err(sql_err("reading the ghost's definition"))?;
+            .map_err(Error::sql("reading the ghost's definition"))?;
         let ckp = |phase: Phase, follower: &Follower| Checkpoint {
             alter: self.plan.alter.clone(),
             ghost_hash: ghost_hash.clone(),
@@ -803,7 +807,14 @@ impl Run<'_> {
             self.progress.set_phase(Phase::Indexing);
             self.save_checkpoint(conn, &ckp(Phase::Indexing, &follower))
                 .await;
-            Some(self.build_indexes(conn, &mut follower, deferred).await?)
+            let build = crate::indexes::Build {
+                endpoint: ep,
+                db,
+                ghost: &self.names.ghost,
+                throttle: &self.throttle,
+                cancel: &self.cancel,
+            };
+            Some(build.run(conn, &mut follower, deferred).await?)
         };
 
         self.hooks.notify("on-row-copy-complete", &[]).await;
@@ -865,134 +876,6 @@ impl Run<'_> {
         Ok((copied, copy_ms, index_ms, checksum, stats))
     }
 
-    /// Drops the planned secondary indexes from the empty ghost, to be built after the copy
-    /// (the plan decided which, see `plan::DeferIndexes`).
-    async fn leave_out_indexes(
-        &self,
-        conn: &mut Conn,
-    ) -> Result<Vec<checkpoint::DeferredIndex>, Error> {
-        let db = &self.cfg.database;
-        let ghost = &self.names.ghost;
-        let q = sql_err;
-        if self.plan.deferred_indexes.is_empty() {
-            return Ok(Vec::new());
-        }
-        let def = checkpoint::ghost_definition(conn, db, ghost)
-            .await
-            .map_err(q("reading the ghost's definition"))?;
-        let deferred = checkpoint::index_clauses(&def, &self.plan.deferred_indexes);
-        if deferred.is_empty() {
-            return Ok(deferred);
-        }
-        conn.query_drop(format!(
-            "ALTER /* zdm-ost */ TABLE {} {}",
-            qualified(db, ghost),
-            deferred
-                .iter()
-                .map(|d| format!("DROP INDEX {}", quote_ident(&d.name)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-        .await
-        .map_err(q("leaving the secondary indexes out of the ghost table"))?;
-        tracing::info!(
-            "secondary index(es) {} left out of the ghost until the copy is done",
-            checkpoint::index_names(&deferred.iter().collect::<Vec<_>>())
-        );
-        Ok(deferred)
-    }
-
-    /// Adds the deferred indexes the ghost lacks in one online ALTER (`ALGORITHM=INPLACE,
-    /// LOCK=NONE`: the applier keeps writing to the ghost meanwhile; the server logs those
-    /// changes and merges them at the end). Returns the milliseconds it took.
-    async fn build_indexes(
-        &self,
-        conn: &mut Conn,
-        follower: &mut Follower,
-        deferred: &[checkpoint::DeferredIndex],
-    ) -> Result<u64, Error> {
-        let db = &self.cfg.database;
-        let ghost = &self.names.ghost;
-        let q = sql_err;
-        let started = Instant::now();
-        // (read the way they were left out: a resumed run may find some built already)
-        let def = checkpoint::ghost_definition(conn, db, ghost)
-            .await
-            .map_err(q("reading the ghost's definition"))?;
-        let all: Vec<String> = deferred.iter().map(|d| d.name.clone()).collect();
-        let present = checkpoint::index_clauses(&def, &all);
-        let missing: Vec<&checkpoint::DeferredIndex> = deferred
-            .iter()
-            .filter(|d| !present.iter().any(|p| p.name == d.name))
-            .collect();
-        if missing.is_empty() {
-            return Ok(0);
-        }
-        let names = checkpoint::index_names(&missing);
-        let sql = format!(
-            "ALTER /* zdm-ost */ TABLE {} {}, ALGORITHM=INPLACE, LOCK=NONE",
-            qualified(db, ghost),
-            missing
-                .iter()
-                .map(|d| format!("ADD {}", d.clause))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        crate::failpoint::hit("build-indexes").await;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            // like a copy chunk, the build waits while the copy would be throttled
-            if !self.throttle.wait_soft(&self.cancel).await {
-                return Err(Error::Cancelled);
-            }
-            tracing::info!("building secondary index(es) {names} on {ghost}");
-            let mut iconn = self.cfg.primary.connect().await?;
-            let id = iconn.id();
-            let sql = sql.clone();
-            let mut task = tokio::spawn(async move {
-                let r = iconn.query_drop(sql).await;
-                let _ = iconn.disconnect().await;
-                r
-            });
-            let followed: Result<(), Error> = loop {
-                let until = tokio::time::Instant::now() + Duration::from_millis(100);
-                if let Err(e) = follower.follow(None, until, true, &self.cancel).await {
-                    break Err(e.into());
-                }
-                if task.is_finished() {
-                    break Ok(());
-                }
-            };
-            if let Err(e) = followed {
-                // the server would finish the build on its own: stop it
-                let _ = conn.query_drop(format!("KILL QUERY {id}")).await;
-                let _ = (&mut task).await;
-                return Err(e);
-            }
-            let result = (&mut task).await.map_err(|e| Error::Sql {
-                what: "the index build task",
-                reason: e.to_string(),
-            })?;
-            match result {
-                Ok(()) => break,
-                // an earlier, interrupted run's build finished it meanwhile
-                Err(e) if server_code(&e) == Some(1061) => break,
-                // the ghost's metadata lock was not granted in time: try again
-                Err(e) if server_code(&e) == Some(1205) && attempt < 5 => {
-                    tracing::warn!(
-                        "building index(es) {names}: {}; retrying",
-                        server_message(&e)
-                    );
-                }
-                Err(e) => return Err(q("building the deferred secondary indexes")(e)),
-            }
-        }
-        let ms = started.elapsed().as_millis() as u64;
-        tracing::info!("secondary index(es) {names} built in {ms} ms");
-        Ok(ms)
-    }
-
     /// Writes the checkpoint; a failure is logged, not fatal (the next write may succeed).
     async fn save_checkpoint(&self, conn: &mut Conn, c: &Checkpoint) {
         if let Err(e) = checkpoint::write(conn, &self.cfg.database, &self.names.checkpoint, c).await
@@ -1046,117 +929,6 @@ fn key_columns(t: &TableInfo, names: &[String]) -> Vec<KeyColumn> {
         .collect()
 }
 
-/// One run per table: a named lock on the main connection, held until it closes.
-async fn acquire_run_lock(conn: &mut Conn, db: &str, table: &str) -> Result<(), Error> {
-    let name = checkpoint::lock_name(db, table);
-    let got: Option<Option<i64>> = conn
-        .exec_first("SELECT /* zdm-ost */ GET_LOCK(?, 0)", (&name,))
-        .await
-        .map_err(|e| Error::Sql {
-            what: "taking the run lock",
-            reason: server_message(&e),
-        })?;
-    if got.flatten() == Some(1) {
-        return Ok(());
-    }
-    let holder: Option<Option<u64>> = conn
-        .exec_first("SELECT /* zdm-ost */ IS_USED_LOCK(?)", (&name,))
-        .await
-        .unwrap_or(None);
-    Err(Error::AlreadyRunning {
-        table: qualified(db, table),
-        holder: holder
-            .flatten()
-            .map(|h| h.to_string())
-            .unwrap_or_else(|| "?".into()),
-    })
-}
-
-/// The checkpoint of an interrupted run, checked against this run: same ALTER, same ghost,
-/// binlog still there. Leftover probe and sentry tables are dropped.
-async fn check_resumable(
-    conn: &mut Conn,
-    db: &str,
-    names: &TableNames,
-    alter: &str,
-) -> Result<Checkpoint, Error> {
-    let q = sql_err;
-    let c = checkpoint::read(conn, db, &names.checkpoint)
-        .await
-        .map_err(|e| match server_code(&e) {
-            // a column this version reads is missing
-            Some(1054) => Error::Resume(format!(
-                "the checkpoint {} was written by another version of zdm-ost (its format differs: {}). Resume with that version, or start over with --initially-drop-ghost-table",
-                qualified(db, &names.checkpoint),
-                server_message(&e).split(" (error").next().unwrap_or_default()
-            )),
-            _ => q("reading the checkpoint")(e),
-        })?
-        .ok_or_else(|| {
-            Error::Resume(format!(
-                "nothing to resume: there is no checkpoint {} of an interrupted migration. Run without --resume",
-                qualified(db, &names.checkpoint)
-            ))
-        })?;
-    if c.alter != alter {
-        return Err(Error::Resume(format!(
-            "the interrupted migration was started with --alter \"{}\". Resume it with that --alter, or start over with --initially-drop-ghost-table",
-            c.alter
-        )));
-    }
-    let hash = match checkpoint::ghost_hash(conn, db, &names.ghost, &c.deferred_indexes).await {
-        Ok(h) => h,
-        Err(_) => {
-            // no ghost: either the swap already happened (killed during clean-up), or it is lost
-            let old = crate::inspect::table_comment(conn, db, &names.old)
-                .await
-                .map_err(q("looking for the old table"))?;
-            return Err(Error::Resume(match old {
-                Some(comment) if comment != SENTRY_COMMENT && c.phase == Phase::CuttingOver.to_string() => format!(
-                    "the interrupted migration had already swapped the tables: {} has the new schema and {} is the old table. Nothing is left to do but DROP TABLE {}, {}",
-                    qualified(db, &names.original),
-                    qualified(db, &names.old),
-                    qualified(db, &names.changelog),
-                    qualified(db, &names.checkpoint)
-                ),
-                _ => format!(
-                    "the ghost table {} of the interrupted migration is gone. Start over with --initially-drop-ghost-table",
-                    qualified(db, &names.ghost)
-                ),
-            }));
-        }
-    };
-    if hash != c.ghost_hash {
-        return Err(Error::Resume(format!(
-            "the ghost table {} was changed since the checkpoint. Start over with --initially-drop-ghost-table",
-            qualified(db, &names.ghost)
-        )));
-    }
-    if !checkpoint::binlog_present(conn, &c.pos.file)
-        .await
-        .map_err(q("listing the binlogs"))?
-    {
-        return Err(Error::Resume(format!(
-            "the binlog at the checkpoint's position {} is no longer on the server (purged), so the changes made since cannot be read. Start over with --initially-drop-ghost-table",
-            c.pos
-        )));
-    }
-    conn.query_drop(format!(
-        "DROP /* zdm-ost */ TABLE IF EXISTS {}",
-        qualified(db, &names.probe)
-    ))
-    .await
-    .map_err(q("dropping a leftover table"))?;
-    drop_our_sentry(conn, db, names, false).await?;
-    tracing::info!(
-        "resuming the migration interrupted at {} (phase {}, checkpoint of {})",
-        c.pos,
-        c.phase,
-        c.updated_at
-    );
-    Ok(c)
-}
-
 /// A server id for the binlog reader that no replica of this primary uses.
 async fn choose_server_id(conn: &mut Conn, wanted: Option<u32>) -> Result<u32, Error> {
     let own: u32 = conn
@@ -1184,75 +956,4 @@ async fn choose_server_id(conn: &mut Conn, wanted: Option<u32>) -> Result<u32, E
             }
         },
     }
-}
-
-/// Maps a server error to `Error::Sql` naming what was being done.
-fn sql_err(what: &'static str) -> impl Fn(mysql_async::Error) -> Error {
-    move |e| Error::Sql {
-        what,
-        reason: server_message(&e),
-    }
-}
-
-/// Drops what a zdm-ost run leaves behind: ghost, changelog, probe, and the sentry (only if it
-/// is zdm-ost's own, recognised by its comment: `<t>_zdm_old` may be a real old table).
-pub async fn drop_helpers(
-    conn: &mut Conn,
-    db: &str,
-    names: &TableNames,
-    announce: bool,
-) -> Result<(), Error> {
-    let q = sql_err;
-    for t in [
-        &names.ghost,
-        &names.changelog,
-        &names.checkpoint,
-        &names.probe,
-    ] {
-        let exists = crate::inspect::table_comment(conn, db, t)
-            .await
-            .map_err(q("looking for leftover tables"))?;
-        if exists.is_some() {
-            if announce {
-                tracing::info!("dropping leftover {}", qualified(db, t));
-            }
-            conn.query_drop(format!(
-                "DROP /* zdm-ost */ TABLE IF EXISTS {}",
-                qualified(db, t)
-            ))
-            .await
-            .map_err(q("dropping a leftover table"))?;
-        }
-    }
-    drop_our_sentry(conn, db, names, announce).await?;
-    Ok(())
-}
-
-/// Drops `<t>_zdm_old` only if it is zdm-ost's cut-over sentry (recognised by its comment):
-/// under that name there may also be the real old table of an earlier migration.
-async fn drop_our_sentry(
-    conn: &mut Conn,
-    db: &str,
-    names: &TableNames,
-    announce: bool,
-) -> Result<(), Error> {
-    let q = sql_err;
-    let comment = crate::inspect::table_comment(conn, db, &names.old)
-        .await
-        .map_err(q("looking for a leftover sentry"))?;
-    if comment.as_deref() == Some(SENTRY_COMMENT) {
-        if announce {
-            tracing::info!(
-                "dropping leftover cut-over sentry {}",
-                qualified(db, &names.old)
-            );
-        }
-        conn.query_drop(format!(
-            "DROP /* zdm-ost */ TABLE IF EXISTS {}",
-            qualified(db, &names.old)
-        ))
-        .await
-        .map_err(q("dropping a leftover sentry"))?;
-    }
-    Ok(())
 }
