@@ -112,12 +112,9 @@ pub async fn check_resumable(
             c.pos
         )));
     }
-    conn.query_drop(format!(
-        "DROP /* zdm-ost */ TABLE IF EXISTS {}",
-        qualified(db, &names.probe)
-    ))
-    .await
-    .map_err(q("dropping a leftover table"))?;
+    drop_table(conn, db, &names.probe)
+        .await
+        .map_err(q("dropping a leftover table"))?;
     drop_our_sentry(conn, db, names, false).await?;
     tracing::info!(
         "resuming the migration interrupted at {} (phase {}, checkpoint of {})",
@@ -128,38 +125,33 @@ pub async fn check_resumable(
     Ok(c)
 }
 
-/// Drops what a zdm-ost run leaves behind: ghost, changelog, probe, and the sentry (only if it
-/// is zdm-ost's own, recognised by its comment: `<t>_zdm_old` may be a real old table).
+/// `DROP TABLE IF EXISTS`, tagged.
+pub async fn drop_table(conn: &mut Conn, db: &str, table: &str) -> Result<(), mysql_async::Error> {
+    conn.query_drop(format!(
+        "DROP /* zdm-ost */ TABLE IF EXISTS {}",
+        qualified(db, table)
+    ))
+    .await
+}
+
+/// Drops what a zdm-ost run leaves behind: ghost, changelog, checkpoint, probe, and the sentry
+/// (only if it is zdm-ost's own, recognised by its comment: `<t>_zdm_old` may be a real old
+/// table).
 pub async fn drop_helpers(
     conn: &mut Conn,
     db: &str,
     names: &TableNames,
     announce: bool,
 ) -> Result<(), Error> {
-    let q = Error::sql;
     for t in [
         &names.ghost,
         &names.changelog,
         &names.checkpoint,
         &names.probe,
     ] {
-        let exists = crate::inspect::table_comment(conn, db, t)
-            .await
-            .map_err(q("looking for leftover tables"))?;
-        if exists.is_some() {
-            if announce {
-                tracing::info!("dropping leftover {}", qualified(db, t));
-            }
-            conn.query_drop(format!(
-                "DROP /* zdm-ost */ TABLE IF EXISTS {}",
-                qualified(db, t)
-            ))
-            .await
-            .map_err(q("dropping a leftover table"))?;
-        }
+        drop_if_ours(conn, db, t, |_| true, "leftover", announce).await?;
     }
-    drop_our_sentry(conn, db, names, announce).await?;
-    Ok(())
+    drop_our_sentry(conn, db, names, announce).await
 }
 
 /// Drops `<t>_zdm_old` only if it is zdm-ost's cut-over sentry (recognised by its comment):
@@ -170,23 +162,37 @@ async fn drop_our_sentry(
     names: &TableNames,
     announce: bool,
 ) -> Result<(), Error> {
-    let q = Error::sql;
-    let comment = crate::inspect::table_comment(conn, db, &names.old)
+    let ours = |comment: &str| comment == SENTRY_COMMENT;
+    drop_if_ours(
+        conn,
+        db,
+        &names.old,
+        ours,
+        "leftover cut-over sentry",
+        announce,
+    )
+    .await
+}
+
+/// Drops `table` if it exists and `ours` accepts its comment.
+async fn drop_if_ours(
+    conn: &mut Conn,
+    db: &str,
+    table: &str,
+    ours: impl Fn(&str) -> bool,
+    what: &str,
+    announce: bool,
+) -> Result<(), Error> {
+    let comment = crate::inspect::table_comment(conn, db, table)
         .await
-        .map_err(q("looking for a leftover sentry"))?;
-    if comment.as_deref() == Some(SENTRY_COMMENT) {
+        .map_err(Error::sql("looking for leftover tables"))?;
+    if comment.as_deref().is_some_and(ours) {
         if announce {
-            tracing::info!(
-                "dropping leftover cut-over sentry {}",
-                qualified(db, &names.old)
-            );
+            tracing::info!("dropping {what} {}", qualified(db, table));
         }
-        conn.query_drop(format!(
-            "DROP /* zdm-ost */ TABLE IF EXISTS {}",
-            qualified(db, &names.old)
-        ))
-        .await
-        .map_err(q("dropping a leftover sentry"))?;
+        drop_table(conn, db, table)
+            .await
+            .map_err(Error::sql("dropping a leftover table"))?;
     }
     Ok(())
 }

@@ -556,20 +556,14 @@ impl Run<'_> {
         // Clean up (heartbeats stop first: they write to the changelog).
         drop(monitor_guard);
         for t in [&n.changelog, &n.checkpoint] {
-            conn.query_drop(format!(
-                "DROP /* zdm-ost */ TABLE IF EXISTS {}",
-                qualified(db, t)
-            ))
-            .await
-            .map_err(q("dropping the changelog and checkpoint tables"))?;
+            crate::leftovers::drop_table(conn, db, t)
+                .await
+                .map_err(q("dropping the changelog and checkpoint tables"))?;
         }
         let old_table = if self.opts.ok_to_drop_table {
-            conn.query_drop(format!(
-                "DROP /* zdm-ost */ TABLE IF EXISTS {}",
-                qualified(db, &n.old)
-            ))
-            .await
-            .map_err(q("dropping the old table"))?;
+            crate::leftovers::drop_table(conn, db, &n.old)
+                .await
+                .map_err(q("dropping the old table"))?;
             None
         } else {
             Some(qualified(db, &n.old))
