@@ -1,8 +1,8 @@
 //! The orchestrator: one state machine from inspection to clean-up, and the only place that
 //! decides to abort.
 //!
-//! `Inspecting -> Planned -> Expanded -> Copying -> CuttingOver -> Done` (`Failed` from
-//! anywhere). The binlog stream is started, at a position read from the server, and proven live
+//! `Inspecting -> Planned -> Expanded -> Copying -> Verifying -> [Indexing] -> CuttingOver ->
+//! Done` (`Indexing` when secondary indexes are built after the copy; `Failed` from anywhere). The binlog stream is started, at a position read from the server, and proven live
 //! with a sentinel **before** the copier reads its first chunk (the apply correctness argument
 //! in `apply.rs` rests on that order).
 //!

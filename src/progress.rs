@@ -16,8 +16,8 @@ pub enum Phase {
     Planned,
     Expanded,
     Copying,
-    Indexing,
     Verifying,
+    Indexing,
     CuttingOver,
     Done,
     Failed,
@@ -30,8 +30,8 @@ impl fmt::Display for Phase {
             Phase::Planned => "planned",
             Phase::Expanded => "expanded",
             Phase::Copying => "copying",
-            Phase::Indexing => "indexing",
             Phase::Verifying => "verifying",
+            Phase::Indexing => "indexing",
             Phase::CuttingOver => "cutting-over",
             Phase::Done => "done",
             Phase::Failed => "failed",
@@ -113,16 +113,6 @@ impl Progress {
         }
     }
 
-    /// Seconds since the current phase began.
-    fn phase_secs(&self) -> f64 {
-        self.phase
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .1
-            .elapsed()
-            .as_secs_f64()
-    }
-
     pub fn set_binlog_pos(&self, pos: &BinlogPos) {
         let mut cur = self.binlog_pos.lock().unwrap_or_else(|p| p.into_inner());
         match cur.as_mut() {
@@ -174,6 +164,7 @@ impl Progress {
     /// One line for the log: phase and its progress (rows copied, with rate and ETA; chunks
     /// checksummed; time spent), apply progress, position, and what holds the run back.
     pub fn status_line(&self) -> String {
+        let (phase, phase_began) = *self.phase.lock().unwrap_or_else(|p| p.into_inner());
         let copied = self.copied_rows.load(Relaxed);
         let est = self.estimated_rows.load(Relaxed).max(copied);
         let elapsed = self.started.elapsed().as_secs_f64();
@@ -183,7 +174,7 @@ impl Progress {
             100.0
         };
         let rate = copied as f64 / elapsed.max(0.001);
-        let eta = if self.phase() == Phase::Copying && rate > 0.0 && est > copied {
+        let eta = if phase == Phase::Copying && rate > 0.0 && est > copied {
             format!("{:.0}s", (est - copied) as f64 / rate)
         } else {
             "-".into()
@@ -203,7 +194,6 @@ impl Progress {
         }
         let applied = self.applied_keys.load(Relaxed);
         let backlog = self.backlog.load(Relaxed);
-        let phase = self.phase();
         let doing = match phase {
             Phase::Copying => format!(
                 "copied {copied}/{est} rows ({pct:.1}%), applied {applied} changes, backlog {backlog} (+{} awaiting the copy), {rate:.0} rows/s, eta {eta}",
@@ -219,7 +209,7 @@ impl Progress {
             }
             _ => format!(
                 "{:.1}s in this phase, copied {copied} rows, applied {applied} changes, backlog {backlog}",
-                self.phase_secs()
+                phase_began.elapsed().as_secs_f64()
             ),
         };
         format!("{phase}: {doing}, elapsed {elapsed:.1}s, binlog {pos}{held}")
