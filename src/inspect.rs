@@ -343,7 +343,7 @@ pub async fn preflight(
             table: names.original.clone(),
         });
     }
-    check_foreign_keys_and_triggers(conn, db, &names.original).await?;
+    check_foreign_keys_and_triggers(conn, &server, db, &names.original).await?;
     check_leftovers(conn, db, names, resuming).await?;
     let mut warnings = Vec::new();
     check_privileges(conn, db, &mut warnings).await?;
@@ -453,21 +453,87 @@ async fn check_binlog(
     Ok(())
 }
 
-async fn check_foreign_keys_and_triggers(
+/// A foreign key: its name, the child table's schema and name, the parent's schema and name.
+type ForeignKey = (String, String, String, String, String);
+
+/// The table's foreign keys, and those of other tables that reference it.
+///
+/// Neither direction scans the server's every table if it can help it. Its own keys: a lookup
+/// by schema and table name, which opens that table only. Keys that reference it: InnoDB's own
+/// dictionary (`INNODB_SYS_FOREIGN`, `INNODB_FOREIGN` on MySQL), which opens no table; it needs
+/// the PROCESS privilege, and names its tables in InnoDB's file-name encoding, which is the name
+/// itself only for `[A-Za-z0-9_]`. Otherwise `information_schema` is scanned, which opens every
+/// table and view on the server: slow where there are many, and on MariaDB 10.11 it crashed the
+/// test server once (signal 11 in `create_tmp_table_for_schema`'s clean-up) while other sessions
+/// were creating and dropping views.
+async fn foreign_keys(
     conn: &mut Conn,
+    server: &ServerInfo,
     db: &str,
     table: &str,
-) -> Result<(), PreflightError> {
-    let fks: Vec<(String, String, String, String, String)> = conn
+) -> Result<Vec<ForeignKey>, PreflightError> {
+    let mut fks: Vec<ForeignKey> = conn
         .exec(
             "SELECT /* zdm-ost */ CONSTRAINT_NAME, CONSTRAINT_SCHEMA, TABLE_NAME, UNIQUE_CONSTRAINT_SCHEMA, REFERENCED_TABLE_NAME \
-             FROM information_schema.REFERENTIAL_CONSTRAINTS \
-             WHERE (CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ?) OR (UNIQUE_CONSTRAINT_SCHEMA = ? AND REFERENCED_TABLE_NAME = ?) \
-             ORDER BY CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME",
-            (db, table, db, table),
+             FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ?",
+            (db, table),
         )
         .await
         .map_err(q("foreign keys"))?;
+    let plain = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let dictionary = match server.flavor {
+        Flavor::MariaDb => "information_schema.INNODB_SYS_FOREIGN",
+        Flavor::MySql => "information_schema.INNODB_FOREIGN",
+    };
+    let referencing: Option<Vec<(String, String, String)>> = if plain(db) && plain(table) {
+        conn.exec(
+            format!(
+                "SELECT /* zdm-ost */ ID, FOR_NAME, REF_NAME FROM {dictionary} WHERE REF_NAME = ?"
+            ),
+            (format!("{db}/{table}"),),
+        )
+        .await
+        .ok()
+    } else {
+        None
+    };
+    match referencing {
+        Some(rows) => {
+            let split = |s: &str| match s.split_once('/') {
+                Some((a, b)) => (a.to_string(), b.to_string()),
+                None => (String::new(), s.to_string()),
+            };
+            for (id, child, parent) in rows {
+                let (cs, ct) = split(&child);
+                let (ps, pt) = split(&parent);
+                fks.push((split(&id).1, cs, ct, ps, pt));
+            }
+        }
+        None => {
+            let scanned: Vec<ForeignKey> = conn
+                .exec(
+                    "SELECT /* zdm-ost */ CONSTRAINT_NAME, CONSTRAINT_SCHEMA, TABLE_NAME, UNIQUE_CONSTRAINT_SCHEMA, REFERENCED_TABLE_NAME \
+                     FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE UNIQUE_CONSTRAINT_SCHEMA = ? AND REFERENCED_TABLE_NAME = ?",
+                    (db, table),
+                )
+                .await
+                .map_err(q("foreign keys"))?;
+            fks.extend(scanned);
+        }
+    }
+    // (a table referencing itself comes through both ways)
+    fks.sort_by(|a, b| (&a.1, &a.2, &a.0).cmp(&(&b.1, &b.2, &b.0)));
+    fks.dedup();
+    Ok(fks)
+}
+
+async fn check_foreign_keys_and_triggers(
+    conn: &mut Conn,
+    server: &ServerInfo,
+    db: &str,
+    table: &str,
+) -> Result<(), PreflightError> {
+    let fks = foreign_keys(conn, server, db, table).await?;
     if !fks.is_empty() {
         let list = fks
             .iter()
