@@ -86,7 +86,7 @@ check_disk() {
 write_cnf() {
   local name=$1 port=$2 server_id=$3 pool=$4 redo=$5; shift 5
   local dir="$ENV_DIR/$name"
-  mkdir -p "$dir/data"
+  mkdir -p "$dir/data" "$dir/tmp"
   {
     echo "[mariadbd]"
     echo "user=root"
@@ -94,6 +94,11 @@ write_cnf() {
     echo "socket=$dir/mysqld.sock"
     echo "pid-file=$dir/mysqld.pid"
     echo "log-error=$dir/error.log"
+    # a tmpdir of its own: at startup a server deletes every #sql* file in its tmpdir, so
+    # servers sharing /tmp delete each other's temporary tables (seen here: a throwaway
+    # instance starting made the primary fail "Error on delete of '/tmp/#sql-temptable-...'",
+    # and once crash with signal 11)
+    echo "tmpdir=$dir/tmp"
     echo "port=$port"
     echo "bind-address=127.0.0.1"
     echo "server_id=$server_id"

@@ -463,9 +463,9 @@ type ForeignKey = (String, String, String, String, String);
 /// dictionary (`INNODB_SYS_FOREIGN`, `INNODB_FOREIGN` on MySQL), which opens no table; it needs
 /// the PROCESS privilege, and names its tables in InnoDB's file-name encoding, which is the name
 /// itself only for `[A-Za-z0-9_]`. Otherwise `information_schema` is scanned, which opens every
-/// table and view on the server: slow where there are many, and on MariaDB 10.11 it crashed the
-/// test server once (signal 11 in `create_tmp_table_for_schema`'s clean-up) while other sessions
-/// were creating and dropping views.
+/// table and view on the server (and builds a temporary table for each view over
+/// `information_schema`, such as MariaDB's `sys` schema has dozens of): slow where there are
+/// many.
 async fn foreign_keys(
     conn: &mut Conn,
     server: &ServerInfo,
