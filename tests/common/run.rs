@@ -13,6 +13,19 @@ pub struct Running {
     reader: tokio::task::JoinHandle<()>,
 }
 
+/// A test that fails while zdm-ost runs shows what zdm-ost logged (a socket that vanished, a
+/// status that never came: the reason is in its log).
+impl Drop for Running {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- zdm-ost's log up to the failure ----\n{}",
+                self.stderr()
+            );
+        }
+    }
+}
+
 impl Running {
     /// `zdm-ost --host 127.0.0.1 --port PORT --database DB ARGS...` with `env` added.
     ///
@@ -90,7 +103,7 @@ impl Running {
     pub async fn kill(mut self) {
         self.child.start_kill().unwrap();
         let _ = self.child.wait().await;
-        let _ = self.reader.await;
+        let _ = (&mut self.reader).await;
     }
 
     /// Waits for the exit; returns (exit code, stdout, stderr).
@@ -102,7 +115,7 @@ impl Running {
         }
         let status = self.child.wait().await.unwrap();
         let lines = Arc::clone(&self.lines);
-        let _ = self.reader.await;
+        let _ = (&mut self.reader).await;
         let err = lines.lock().unwrap().join("\n");
         (status.code(), out, err)
     }
