@@ -472,14 +472,9 @@ async fn foreign_keys(
     db: &str,
     table: &str,
 ) -> Result<Vec<ForeignKey>, PreflightError> {
-    let mut fks: Vec<ForeignKey> = conn
-        .exec(
-            "SELECT /* zdm-ost */ CONSTRAINT_NAME, CONSTRAINT_SCHEMA, TABLE_NAME, UNIQUE_CONSTRAINT_SCHEMA, REFERENCED_TABLE_NAME \
-             FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ?",
-            (db, table),
-        )
-        .await
-        .map_err(q("foreign keys"))?;
+    let mut fks =
+        referential_constraints(conn, "CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ?", db, table)
+            .await?;
     let plain = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     let dictionary = match server.flavor {
         Flavor::MariaDb => "information_schema.INNODB_SYS_FOREIGN",
@@ -509,22 +504,39 @@ async fn foreign_keys(
                 fks.push((split(&id).1, cs, ct, ps, pt));
             }
         }
-        None => {
-            let scanned: Vec<ForeignKey> = conn
-                .exec(
-                    "SELECT /* zdm-ost */ CONSTRAINT_NAME, CONSTRAINT_SCHEMA, TABLE_NAME, UNIQUE_CONSTRAINT_SCHEMA, REFERENCED_TABLE_NAME \
-                     FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE UNIQUE_CONSTRAINT_SCHEMA = ? AND REFERENCED_TABLE_NAME = ?",
-                    (db, table),
-                )
-                .await
-                .map_err(q("foreign keys"))?;
-            fks.extend(scanned);
-        }
+        None => fks.extend(
+            referential_constraints(
+                conn,
+                "UNIQUE_CONSTRAINT_SCHEMA = ? AND REFERENCED_TABLE_NAME = ?",
+                db,
+                table,
+            )
+            .await?,
+        ),
     }
     // (a table referencing itself comes through both ways)
     fks.sort_by(|a, b| (&a.1, &a.2, &a.0).cmp(&(&b.1, &b.2, &b.0)));
     fks.dedup();
     Ok(fks)
+}
+
+/// `information_schema.REFERENTIAL_CONSTRAINTS` rows matching `filter` (two placeholders: a
+/// schema and a table name).
+async fn referential_constraints(
+    conn: &mut Conn,
+    filter: &str,
+    db: &str,
+    table: &str,
+) -> Result<Vec<ForeignKey>, PreflightError> {
+    conn.exec(
+        format!(
+            "SELECT /* zdm-ost */ CONSTRAINT_NAME, CONSTRAINT_SCHEMA, TABLE_NAME, UNIQUE_CONSTRAINT_SCHEMA, REFERENCED_TABLE_NAME \
+             FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE {filter}"
+        ),
+        (db, table),
+    )
+    .await
+    .map_err(q("foreign keys"))
 }
 
 async fn check_foreign_keys_and_triggers(
