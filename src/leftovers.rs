@@ -23,10 +23,7 @@ pub async fn acquire_run_lock(conn: &mut Conn, db: &str, table: &str) -> Result<
     let got: Option<Option<i64>> = conn
         .exec_first("SELECT /* zdm-ost */ GET_LOCK(?, 0)", (&name,))
         .await
-        .map_err(|e| Error::Sql {
-            what: "taking the run lock",
-            reason: server_message(&e),
-        })?;
+        .map_err(Error::sql("taking the run lock"))?;
     if got.flatten() == Some(1) {
         return Ok(());
     }

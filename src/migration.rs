@@ -638,10 +638,7 @@ impl Run<'_> {
         self.progress.copied_rows.store(resumed_rows, Relaxed);
         let token = changelog::write_sentinel(conn, db, &self.names.changelog)
             .await
-            .map_err(|e| Error::Sql {
-                what: "writing the first sentinel",
-                reason: server_message(&e),
-            })?;
+            .map_err(Error::sql("writing the first sentinel"))?;
         follower
             .follow(
                 Some(&token),
