@@ -187,13 +187,7 @@ async fn foreign_keys_in_either_direction_and_triggers_are_refused() {
     }
     // without PROCESS InnoDB's dictionary cannot be read: the referencing key is still found
     // (through information_schema), and named the same way
-    db.exec("DROP USER IF EXISTS 'zt_fk'@'127.0.0.1'").await;
-    db.exec("CREATE USER 'zt_fk'@'127.0.0.1' IDENTIFIED BY 'pw'")
-        .await;
-    db.exec(&format!(
-        "GRANT ALL PRIVILEGES ON `{n}`.* TO 'zt_fk'@'127.0.0.1'"
-    ))
-    .await;
+    db.create_user("zt_fk", "ALL PRIVILEGES").await;
     let port = primary_port().to_string();
     let o = zdm_raw(&[
         "--port",
@@ -249,13 +243,8 @@ async fn leftover_ghost_and_old_tables_are_refused() {
 async fn missing_privileges_are_listed_with_the_grant_that_fixes_them() {
     let mut db = orders("privs").await;
     let n = db.name.clone();
-    db.exec("DROP USER IF EXISTS 'zt_privs'@'127.0.0.1'").await;
-    db.exec("CREATE USER 'zt_privs'@'127.0.0.1' IDENTIFIED BY 'pw'")
+    db.create_user("zt_privs", "SELECT, INSERT, UPDATE, DELETE")
         .await;
-    db.exec(&format!(
-        "GRANT SELECT, INSERT, UPDATE, DELETE ON `{n}`.* TO 'zt_privs'@'127.0.0.1'"
-    ))
-    .await;
     let o = zdm_raw(&[
         "--port",
         &primary_port().to_string(),

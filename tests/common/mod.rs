@@ -70,6 +70,22 @@ impl TestDb {
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
+    /// A fresh account `user`@127.0.0.1 (password `pw`) holding `grants` on this database
+    /// only; the test drops it when done.
+    pub async fn create_user(&mut self, user: &str, grants: &str) {
+        self.exec(&format!("DROP USER IF EXISTS '{user}'@'127.0.0.1'"))
+            .await;
+        self.exec(&format!(
+            "CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY 'pw'"
+        ))
+        .await;
+        self.exec(&format!(
+            "GRANT {grants} ON `{}`.* TO '{user}'@'127.0.0.1'",
+            self.name
+        ))
+        .await;
+    }
+
     /// The database's tables: for each, SHOW CREATE TABLE and every row in key order.
     pub async fn snapshot(&mut self) -> Vec<(String, String, Vec<Vec<Value>>)> {
         snapshot(&mut self.conn, &self.name).await
