@@ -5,8 +5,6 @@
 //! What is worth knowing but not a reason to stop (size, row estimate, long transactions,
 //! replica lag) is reported in [`Preflight`].
 
-use std::collections::BTreeSet;
-
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Row};
 use serde::Serialize;
@@ -346,7 +344,7 @@ pub async fn preflight(
     check_foreign_keys_and_triggers(conn, &server, db, &names.original).await?;
     check_leftovers(conn, db, names, resuming).await?;
     let mut warnings = Vec::new();
-    check_privileges(conn, db, &mut warnings).await?;
+    check_privileges(conn, &server, db, &mut warnings).await?;
 
     let long_transactions = long_transactions(conn).await.unwrap_or_else(|e| {
         warnings.push(format!("could not list open transactions: {e}"));
@@ -627,37 +625,18 @@ async fn check_leftovers(
 
 async fn check_privileges(
     conn: &mut Conn,
+    server: &ServerInfo,
     db: &str,
     warnings: &mut Vec<String>,
 ) -> Result<(), PreflightError> {
-    const GRANTEE: &str = "CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1), '''@''', SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''')";
     let user: String = conn
         .query_first("SELECT /* zdm-ost */ CURRENT_USER()")
         .await
         .map_err(q("the current user"))?
         .unwrap_or_default();
-    let global: Vec<String> = conn
-        .query(format!(
-            "SELECT /* zdm-ost */ PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES WHERE GRANTEE = {GRANTEE}"
-        ))
+    let grants = crate::grants::Grants::current(conn, server.flavor)
         .await
         .map_err(q("the user's privileges"))?;
-    let schema: Vec<String> = conn
-        .exec(
-            format!(
-                "SELECT /* zdm-ost */ PRIVILEGE_TYPE FROM information_schema.SCHEMA_PRIVILEGES \
-                 WHERE GRANTEE = {GRANTEE} AND TABLE_SCHEMA = ?"
-            ),
-            (db,),
-        )
-        .await
-        .map_err(q("the user's privileges"))?;
-    let have: BTreeSet<String> = global
-        .iter()
-        .chain(schema.iter())
-        .map(|p| p.to_ascii_uppercase())
-        .collect();
-    let global: BTreeSet<String> = global.iter().map(|p| p.to_ascii_uppercase()).collect();
     let table_privs = [
         "SELECT",
         "INSERT",
@@ -672,17 +651,17 @@ async fn check_privileges(
     let mut missing_db: Vec<&str> = table_privs
         .iter()
         .copied()
-        .filter(|p| !have.contains(*p))
+        .filter(|p| !grants.on_schema(db, p))
         .collect();
     let mut missing_global: Vec<&str> = Vec::new();
-    if !global.contains("REPLICATION SLAVE") {
+    if !grants.global("REPLICATION SLAVE") {
         missing_global.push("REPLICATION SLAVE");
     }
     // MariaDB 10.5+ calls REPLICATION CLIENT "BINLOG MONITOR".
-    if !global.contains("REPLICATION CLIENT") && !global.contains("BINLOG MONITOR") {
+    if !grants.global("REPLICATION CLIENT") && !grants.global("BINLOG MONITOR") {
         missing_global.push("REPLICATION CLIENT");
     }
-    if !global.contains("PROCESS") {
+    if !grants.global("PROCESS") {
         warnings.push(format!(
             "user {user} lacks PROCESS: other users' long transactions cannot be seen before the cut-over lock"
         ));

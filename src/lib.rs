@@ -16,6 +16,7 @@ pub mod cutover;
 pub mod ddl;
 pub mod error;
 pub mod failpoint;
+pub mod grants;
 pub mod hooks;
 pub mod indexes;
 pub mod inspect;

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::fixtures::rows;
 use common::*;
 use mysql_async::prelude::*;
 
@@ -267,6 +268,82 @@ async fn missing_privileges_are_listed_with_the_grant_that_fixes_them() {
     // the password never shows up in what zdm-ost prints
     assert!(!stderr(&o).contains("pw'") && !stdout(&o).contains("pw"));
     db.exec("DROP USER 'zt_privs'@'127.0.0.1'").await;
+    db.drop_db().await;
+}
+
+/// Privileges that come through a default role (information_schema shows none of them) or a
+/// wildcard database grant are enough: the run is not refused, and the migration goes through
+/// on that user's own sessions.
+#[tokio::test]
+async fn privileges_through_a_role_or_a_wildcard_database_grant_are_enough() {
+    let mut db = orders("privs_role").await;
+    let n = db.name.clone();
+    let before = rows(&mut db.conn, "SELECT * FROM orders ORDER BY id").await;
+    let needed = "SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, INDEX, LOCK TABLES";
+    db.exec("DROP ROLE IF EXISTS zt_migrator").await;
+    db.exec("CREATE ROLE zt_migrator").await;
+    db.exec(&format!("GRANT {needed} ON `{n}`.* TO zt_migrator"))
+        .await;
+    db.exec("GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO zt_migrator")
+        .await;
+    db.create_user("zt_role", "USAGE").await;
+    db.exec("GRANT zt_migrator TO 'zt_role'@'127.0.0.1'").await;
+    db.exec("SET DEFAULT ROLE zt_migrator FOR 'zt_role'@'127.0.0.1'")
+        .await;
+    // a pattern that matches this test's database and others: `zt_privs\_role%`
+    db.create_user("zt_wild", "USAGE").await;
+    let pattern = format!("{}%", n.replace('_', "\\_"));
+    db.exec(&format!(
+        "GRANT {needed} ON `{pattern}`.* TO 'zt_wild'@'127.0.0.1'"
+    ))
+    .await;
+    db.exec("GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'zt_wild'@'127.0.0.1'")
+        .await;
+    let port = primary_port().to_string();
+    for (user, alter, column) in [
+        ("zt_role", "ADD COLUMN via_role INT NULL", "via_role"),
+        ("zt_wild", "ADD COLUMN via_wild INT NULL", "via_wild"),
+    ] {
+        let o = zdm_raw(&[
+            "--port",
+            &port,
+            "--user",
+            user,
+            "--password",
+            "pw",
+            "--database",
+            &n,
+            "--table",
+            "orders",
+            "--alter",
+            alter,
+            "--no-attempt-instant-ddl",
+            "--execute",
+            "--ok-to-drop-table",
+        ])
+        .await;
+        assert!(o.status.success(), "{user}: {}", stderr(&o));
+        let has: Option<String> = db
+            .conn
+            .exec_first(
+                "SELECT column_name FROM information_schema.columns \
+                 WHERE table_schema = ? AND table_name = 'orders' AND column_name = ?",
+                (&n, column),
+            )
+            .await
+            .unwrap();
+        assert_eq!(has.as_deref(), Some(column), "{user}");
+    }
+    // the two added columns are NULL everywhere; the rest is what it was
+    let after = rows(
+        &mut db.conn,
+        "SELECT id, customer, qty, created FROM orders WHERE via_role IS NULL AND via_wild IS NULL ORDER BY id",
+    )
+    .await;
+    assert_eq!(before, after);
+    db.exec("DROP USER 'zt_role'@'127.0.0.1', 'zt_wild'@'127.0.0.1'")
+        .await;
+    db.exec("DROP ROLE zt_migrator").await;
     db.drop_db().await;
 }
 

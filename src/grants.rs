@@ -1,0 +1,259 @@
+//! What the connected user may do, read from `SHOW GRANTS`.
+//!
+//! information_schema's privilege tables list only the grants made to the user by name: a user
+//! whose privileges come through a role, the usual way on MySQL 8 and common on MariaDB, would
+//! look as if it had none. `SHOW GRANTS` for the current user needs no privilege and shows, on
+//! MariaDB, the grants of the user, of its current role and of the roles granted to that role;
+//! on MySQL 8 the active roles' grants are asked for with `USING`.
+//!
+//! Only global (`*.*`) and database-level (`` `db`.* ``, wildcards included) grants count:
+//! zdm-ost creates, renames and drops tables beside the original, which table-level grants on
+//! the original do not allow.
+
+use std::collections::BTreeSet;
+
+use mysql_async::prelude::*;
+use mysql_async::Conn;
+
+use crate::conn::Flavor;
+
+/// The privileges of the current user (and its roles), by level.
+#[derive(Debug, Default)]
+pub struct Grants {
+    global: BTreeSet<String>,
+    /// (database name pattern, privileges granted on it)
+    schemas: Vec<(String, BTreeSet<String>)>,
+}
+
+impl Grants {
+    /// Reads the current user's grants, its active roles' included.
+    pub async fn current(conn: &mut Conn, flavor: Flavor) -> Result<Grants, mysql_async::Error> {
+        let mut sql = "SHOW /* zdm-ost */ GRANTS".to_string();
+        if flavor == Flavor::MySql {
+            // "NONE", or the active roles as `r1`@`%`,`r2`@`%`
+            let roles: Option<Option<String>> = conn
+                .query_first("SELECT /* zdm-ost */ CURRENT_ROLE()")
+                .await?;
+            if let Some(roles) = roles.flatten().filter(|r| !r.is_empty() && r != "NONE") {
+                sql = format!("SHOW /* zdm-ost */ GRANTS FOR CURRENT_USER() USING {roles}");
+            }
+        }
+        let lines: Vec<String> = conn.query(sql).await?;
+        Ok(Grants::parse(&lines))
+    }
+
+    /// Reads `SHOW GRANTS` lines; lines that grant roles, proxies, routines or table and column
+    /// privileges are left out.
+    pub fn parse<S: AsRef<str>>(lines: &[S]) -> Grants {
+        let mut grants = Grants::default();
+        for line in lines {
+            let Some((privileges, target)) = parse_line(line.as_ref()) else {
+                continue;
+            };
+            match target {
+                Target::Global => grants.global.extend(privileges),
+                Target::Schema(pattern) => grants.schemas.push((pattern, privileges)),
+            }
+        }
+        grants
+    }
+
+    /// Whether `privilege` is granted on `*.*` (directly or by `ALL PRIVILEGES`).
+    pub fn global(&self, privilege: &str) -> bool {
+        holds(&self.global, privilege)
+    }
+
+    /// Whether `privilege` is granted on `*.*` or on a database pattern that `db` matches.
+    pub fn on_schema(&self, db: &str, privilege: &str) -> bool {
+        self.global(privilege)
+            || self
+                .schemas
+                .iter()
+                .any(|(pattern, p)| holds(p, privilege) && like(pattern, db))
+    }
+}
+
+fn holds(set: &BTreeSet<String>, privilege: &str) -> bool {
+    set.contains(privilege) || set.contains("ALL PRIVILEGES") || set.contains("ALL")
+}
+
+enum Target {
+    Global,
+    Schema(String),
+}
+
+/// `GRANT <privileges> ON <target> TO <grantee> ...`: the privileges (upper case) and the
+/// target, when the target is global or a database.
+fn parse_line(line: &str) -> Option<(BTreeSet<String>, Target)> {
+    let rest = line.trim().strip_prefix("GRANT ")?;
+    let on = find_top_level(rest, " ON ")?;
+    let (privileges, after) = (&rest[..on], &rest[on + 4..]);
+    let to = find_top_level(after, " TO ")?;
+    let target = after[..to].trim();
+    let target = if target == "*.*" {
+        Target::Global
+    } else {
+        let db = target.strip_suffix(".*")?;
+        // `PROCEDURE db.p`, `FUNCTION ...`: not a database grant
+        if db.contains(' ') && !db.starts_with('`') {
+            return None;
+        }
+        Target::Schema(unquote(db)?)
+    };
+    let privileges = split_top_level(privileges, ',')
+        .into_iter()
+        .map(|p| p.trim().to_ascii_uppercase())
+        // column privileges, `SELECT (a, b)`, do not cover the table
+        .filter(|p| !p.is_empty() && !p.contains('('))
+        .collect();
+    Some((privileges, target))
+}
+
+/// The byte offset of the first `needle` outside backquotes, quotes and parentheses.
+fn find_top_level(s: &str, needle: &str) -> Option<usize> {
+    let mut state = Scan::default();
+    for (i, c) in s.char_indices() {
+        if state.top_level() && s[i..].starts_with(needle) {
+            return Some(i);
+        }
+        state.step(c);
+    }
+    None
+}
+
+fn split_top_level(s: &str, sep: char) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut state = Scan::default();
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        if c == sep && state.top_level() {
+            out.push(&s[start..i]);
+            start = i + c.len_utf8();
+            continue;
+        }
+        state.step(c);
+    }
+    out.push(&s[start..]);
+    out
+}
+
+/// Where a scan is: inside `...`, '...' or parentheses. A doubled quote inside quotes leaves
+/// and re-enters them, which comes to the same.
+#[derive(Default)]
+struct Scan {
+    quote: Option<char>,
+    depth: u32,
+}
+
+impl Scan {
+    fn top_level(&self) -> bool {
+        self.quote.is_none() && self.depth == 0
+    }
+
+    fn step(&mut self, c: char) {
+        match (self.quote, c) {
+            (Some(q), c) if c == q => self.quote = None,
+            (Some(_), _) => {}
+            (None, '`' | '\'' | '"') => self.quote = Some(c),
+            (None, '(') => self.depth += 1,
+            (None, ')') => self.depth = self.depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+}
+
+/// `` `na``me` `` -> ``na`me``; a bare name as it is.
+fn unquote(name: &str) -> Option<String> {
+    match name.strip_prefix('`') {
+        Some(inner) => Some(inner.strip_suffix('`')?.replace("``", "`")),
+        None => Some(name.to_string()),
+    }
+}
+
+/// SQL `LIKE` as database-level grants use it: `%` any run, `_` any one character, `\` makes
+/// the next character literal.
+fn like(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    like_at(&p, &n)
+}
+
+fn like_at(p: &[char], n: &[char]) -> bool {
+    match p.first() {
+        None => n.is_empty(),
+        Some('%') => (0..=n.len()).any(|skip| like_at(&p[1..], &n[skip..])),
+        Some('_') => !n.is_empty() && like_at(&p[1..], &n[1..]),
+        Some('\\') if p.len() > 1 => n.first() == Some(&p[1]) && like_at(&p[2..], &n[1..]),
+        Some(c) => n.first() == Some(c) && like_at(&p[1..], &n[1..]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What MariaDB 10.11 printed here for a user with a default role holding a nested role.
+    const MARIADB_ROLE: &[&str] = &[
+        "GRANT `zr` TO `ru`@`%`",
+        "GRANT USAGE ON *.* TO `ru`@`%` IDENTIFIED BY PASSWORD '*7B9EBEED26AA52ED10C0F549FA863F13C39E0209'",
+        "GRANT SELECT ON `r%`.* TO `ru`@`%`",
+        "GRANT INSERT (`a`) ON `rt`.`t` TO `ru`@`%`",
+        "GRANT `zr2` TO `zr`",
+        "GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO `zr`",
+        "GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, INDEX, ALTER, LOCK TABLES ON `rt`.* TO `zr`",
+        "GRANT PROCESS ON *.* TO `zr2`",
+        "SET DEFAULT ROLE `zr` FOR `ru`@`%`",
+    ];
+
+    #[test]
+    fn roles_grants_count_and_role_grants_themselves_do_not() {
+        let g = Grants::parse(MARIADB_ROLE);
+        assert!(g.global("REPLICATION SLAVE"));
+        assert!(g.global("BINLOG MONITOR"));
+        assert!(g.global("PROCESS"));
+        assert!(!g.global("SUPER"));
+        for p in ["SELECT", "CREATE", "LOCK TABLES", "ALTER"] {
+            assert!(g.on_schema("rt", p), "{p}");
+        }
+        // the column grant on rt.t is no table- or database-level INSERT elsewhere
+        assert!(!g.on_schema("other", "INSERT"));
+        // `r%` matches any database starting with r
+        assert!(g.on_schema("reports", "SELECT"));
+        assert!(!g.on_schema("reports", "CREATE"));
+    }
+
+    #[test]
+    fn all_privileges_and_mysql_8_style_lines() {
+        let g = Grants::parse(&[
+            "GRANT ALL PRIVILEGES ON `app`.* TO `u`@`%` WITH GRANT OPTION",
+            "GRANT RELOAD, PROCESS, REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO `u`@`%`",
+            "GRANT BACKUP_ADMIN,REPLICATION_SLAVE_ADMIN ON *.* TO `u`@`%`",
+            "GRANT EXECUTE ON PROCEDURE `app`.`p` TO `u`@`%`",
+            "GRANT `app_rw`@`%` TO `u`@`%`",
+            "GRANT PROXY ON ``@`%` TO `u`@`%`",
+        ]);
+        assert!(g.on_schema("app", "LOCK TABLES"));
+        assert!(!g.on_schema("app2", "SELECT"));
+        assert!(g.global("REPLICATION CLIENT"));
+        assert!(g.global("REPLICATION_SLAVE_ADMIN"));
+        assert!(!g.global("EXECUTE"));
+        let root = Grants::parse(&["GRANT ALL PRIVILEGES ON *.* TO `root`@`localhost`"]);
+        assert!(root.global("REPLICATION SLAVE") && root.on_schema("x", "DROP"));
+    }
+
+    #[test]
+    fn database_patterns_follow_like_with_escapes() {
+        assert!(like("my\\_db", "my_db"));
+        assert!(!like("my\\_db", "myxdb"));
+        assert!(like("my_db", "myxdb"));
+        assert!(like("app%", "app"));
+        assert!(like("%", "anything"));
+        assert!(!like("app", "App"));
+        assert_eq!(unquote("`we``ird`").as_deref(), Some("we`ird"));
+        let g = Grants::parse(&["GRANT SELECT ON `we``ird %db`.* TO `u`@`%`"]);
+        assert!(g.on_schema("we`ird xdb", "SELECT"));
+        // " ON " inside a quoted name is not the keyword
+        let g = Grants::parse(&["GRANT CREATE ON `a ON b`.* TO `u`@`%`"]);
+        assert!(g.on_schema("a ON b", "CREATE"));
+    }
+}
