@@ -379,7 +379,7 @@ async fn check(
     exprs: &(String, String),
     ranges: Option<Vec<Range>>,
     throttle: &crate::throttle::Throttle,
-    progress: &Progress,
+    progress: &Arc<Progress>,
     cancel: &CancellationToken,
 ) -> Result<(u64, Vec<Range>), VerifyError> {
     use std::sync::atomic::Ordering::Relaxed;
@@ -400,7 +400,10 @@ async fn check(
         }
         None => {
             let finder_t = Arc::clone(&t);
-            tokio::spawn(async move { find_chunks(&endpoint, &finder_t, tx).await })
+            let finder_progress = Arc::clone(progress);
+            tokio::spawn(
+                async move { find_chunks(&endpoint, &finder_t, &finder_progress, tx).await },
+            )
         }
     };
     let mut checked = 0u64;
@@ -464,13 +467,14 @@ const FINDER_AHEAD: usize = 64;
 async fn find_chunks(
     endpoint: &Endpoint,
     t: &Tables,
+    progress: &Progress,
     tx: tokio::sync::mpsc::Sender<Range>,
 ) -> Result<(), VerifyError> {
     let mut conn = endpoint.connect().await.map_err(|e| VerifyError::Sql {
         what: "connecting",
         reason: e.to_string(),
     })?;
-    let found = find_chunks_on(&mut conn, t, tx).await;
+    let found = find_chunks_on(&mut conn, t, progress, tx).await;
     let _ = conn.disconnect().await;
     found
 }
@@ -478,6 +482,7 @@ async fn find_chunks(
 async fn find_chunks_on(
     conn: &mut Conn,
     t: &Tables,
+    progress: &Progress,
     tx: tokio::sync::mpsc::Sender<Range>,
 ) -> Result<(), VerifyError> {
     let keys = ident_list(&t.key_orig);
@@ -490,6 +495,7 @@ async fn find_chunks_on(
         )
     };
     let mut prev: Option<Key> = None;
+    let mut found = 0u64;
     loop {
         let (where_sql, params): (String, Vec<Value>) = match &prev {
             Some(p) => compare_predicate(&t.key_orig, Cmp::Gt, p),
@@ -506,6 +512,12 @@ async fn find_chunks_on(
                 .collect()
         });
         let last = hi.is_none();
+        found += 1;
+        if last {
+            progress
+                .checksum_chunks
+                .store(found, std::sync::atomic::Ordering::Relaxed);
+        }
         if tx.send((prev, hi.clone())).await.is_err() {
             // the checksum stopped
             return Ok(());
