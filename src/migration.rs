@@ -791,7 +791,12 @@ impl Run<'_> {
         // which compares rows only: it then has both tables to itself instead of sharing the
         // server with replicas replaying the build (measured on the benchmark's 1M rows, the
         // replica on the same 2 cores, 4 alternating runs each: checksum + build 1.84-2.03 s
-        // with the build first, 1.43-1.82 s with the checksum first).
+        // with the build first, 1.43-1.82 s with the checksum first). Building beside the
+        // checksum's first round, the original's side during the build and the ghost's after it,
+        // measured no better (1.02-1.33 s): a snapshot reading the ghost during the build would
+        // hold off the build's last step, which needs the ghost's metadata lock to itself, and
+        // that step would then stop the applier until the checksum ended. So build + one side
+        // takes as long as both sides side by side + build.
         let index_ms = if deferred.is_empty() {
             None
         } else {
