@@ -189,22 +189,7 @@ async fn foreign_keys_in_either_direction_and_triggers_are_refused() {
     // without PROCESS InnoDB's dictionary cannot be read: the referencing key is still found
     // (through information_schema), and named the same way
     db.create_user("zt_fk", "ALL PRIVILEGES").await;
-    let port = primary_port().to_string();
-    let o = zdm_raw(&[
-        "--port",
-        &port,
-        "--user",
-        "zt_fk",
-        "--password",
-        "pw",
-        "--database",
-        &n,
-        "--table",
-        "parent",
-        "--alter",
-        ALTER,
-    ])
-    .await;
+    let o = zdm_as("zt_fk", &n, &["--table", "parent", "--alter", ALTER]).await;
     assert_error(&o, &refused("parent"));
     db.exec("DROP USER 'zt_fk'@'127.0.0.1'").await;
     // a table that references itself is listed once
@@ -246,21 +231,7 @@ async fn missing_privileges_are_listed_with_the_grant_that_fixes_them() {
     let n = db.name.clone();
     db.create_user("zt_privs", "SELECT, INSERT, UPDATE, DELETE")
         .await;
-    let o = zdm_raw(&[
-        "--port",
-        &primary_port().to_string(),
-        "--user",
-        "zt_privs",
-        "--password",
-        "pw",
-        "--database",
-        &n,
-        "--table",
-        "orders",
-        "--alter",
-        ALTER,
-    ])
-    .await;
+    let o = zdm_as("zt_privs", &n, &["--table", "orders", "--alter", ALTER]).await;
     assert_error(
         &o,
         &format!("preflight: user 'zt_privs'@'127.0.0.1' lacks privileges zdm-ost needs: CREATE on `{n}`, DROP on `{n}`, ALTER on `{n}`, INDEX on `{n}`, LOCK TABLES on `{n}`, REPLICATION SLAVE (global), REPLICATION CLIENT (global). Grant them, e.g.: GRANT CREATE, DROP, ALTER, INDEX, LOCK TABLES ON `{n}`.* TO 'zt_privs'@'127.0.0.1'; GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'zt_privs'@'127.0.0.1'"),
@@ -299,28 +270,23 @@ async fn privileges_through_a_role_or_a_wildcard_database_grant_are_enough() {
     .await;
     db.exec("GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'zt_wild'@'127.0.0.1'")
         .await;
-    let port = primary_port().to_string();
     for (user, alter, column) in [
         ("zt_role", "ADD COLUMN via_role INT NULL", "via_role"),
         ("zt_wild", "ADD COLUMN via_wild INT NULL", "via_wild"),
     ] {
-        let o = zdm_raw(&[
-            "--port",
-            &port,
-            "--user",
+        let o = zdm_as(
             user,
-            "--password",
-            "pw",
-            "--database",
             &n,
-            "--table",
-            "orders",
-            "--alter",
-            alter,
-            "--no-attempt-instant-ddl",
-            "--execute",
-            "--ok-to-drop-table",
-        ])
+            &[
+                "--table",
+                "orders",
+                "--alter",
+                alter,
+                "--no-attempt-instant-ddl",
+                "--execute",
+                "--ok-to-drop-table",
+            ],
+        )
         .await;
         assert!(o.status.success(), "{user}: {}", stderr(&o));
         let has: Option<String> = db

@@ -153,6 +153,11 @@ pub async fn zdm(db: &str, args: &[&str]) -> Output {
     .await
 }
 
+/// [`zdm`] as `user`, an account made by [`TestDb::create_user`] (password `pw`).
+pub async fn zdm_as(user: &str, db: &str, args: &[&str]) -> Output {
+    zdm(db, &[&["--user", user, "--password", "pw"], args].concat()).await
+}
+
 pub async fn zdm_raw(args: &[&str]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_zdm-ost"))
         .args(args)
