@@ -103,6 +103,31 @@ pub struct ColumnInfo {
     pub charset: Option<String>,
     pub nullable: bool,
     pub generated: bool,
+    /// For a NOT NULL column without a DEFAULT (not generated, not AUTO_INCREMENT): the value
+    /// a native ALTER gives existing rows when it adds the column, as an SQL literal, where the
+    /// type has one (see [`implicit_default`]).
+    pub implicit_default: Option<String>,
+}
+
+/// The value MariaDB and MySQL put into existing rows when an ALTER adds a NOT NULL column
+/// without a DEFAULT: zero, the empty string, the first ENUM member (`1`, the member's index),
+/// the zero date or time. `None` for types without one (JSON, spatial types): there a native
+/// ALTER fails as the copy does.
+pub fn implicit_default(data_type: &str) -> Option<&'static str> {
+    Some(match data_type.to_ascii_lowercase().as_str() {
+        "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" | "decimal"
+        | "numeric" | "float" | "double" | "real" | "bit" | "year" => "0",
+        "enum" => "1",
+        "char" | "varchar" | "binary" | "varbinary" | "tinytext" | "text" | "mediumtext"
+        | "longtext" | "tinyblob" | "blob" | "mediumblob" | "longblob" | "set" => "''",
+        "date" => "'0000-00-00'",
+        "datetime" | "timestamp" => "'0000-00-00 00:00:00'",
+        "time" => "'00:00:00'",
+        "uuid" => "'00000000-0000-0000-0000-000000000000'",
+        "inet4" => "'0.0.0.0'",
+        "inet6" => "'::'",
+        _ => return None,
+    })
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -162,9 +187,19 @@ impl TableInfo {
                 table: table.into(),
             });
         }
-        let columns: Vec<(String, String, String, String, Option<String>)> = conn
+        type ColumnRow = (
+            String,
+            String,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            String,
+        );
+        let columns: Vec<ColumnRow> = conn
             .exec(
-                "SELECT /* zdm-ost */ COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, EXTRA, CHARACTER_SET_NAME FROM information_schema.COLUMNS \
+                "SELECT /* zdm-ost */ COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, EXTRA, CHARACTER_SET_NAME, \
+                 COLUMN_DEFAULT, DATA_TYPE FROM information_schema.COLUMNS \
                  WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
                 (db, table),
             )
@@ -172,18 +207,31 @@ impl TableInfo {
             .map_err(q("the table's columns"))?;
         let columns = columns
             .into_iter()
-            .map(|(name, column_type, nullable, extra, charset)| {
-                let extra = extra.to_ascii_uppercase();
-                ColumnInfo {
-                    name,
-                    column_type,
-                    charset,
-                    nullable: nullable == "YES",
-                    generated: extra.contains("VIRTUAL")
+            .map(
+                |(name, column_type, nullable, extra, charset, default, data_type)| {
+                    let extra = extra.to_ascii_uppercase();
+                    let generated = extra.contains("VIRTUAL")
                         || extra.contains("STORED")
-                        || extra.contains("PERSISTENT"),
-                }
-            })
+                        || extra.contains("PERSISTENT");
+                    let nullable = nullable == "YES";
+                    // a NOT NULL column's COLUMN_DEFAULT is NULL only when it has no DEFAULT
+                    let needs_value = !nullable
+                        && default.is_none()
+                        && !generated
+                        && !extra.contains("AUTO_INCREMENT");
+                    ColumnInfo {
+                        name,
+                        column_type,
+                        charset,
+                        nullable,
+                        generated,
+                        implicit_default: needs_value
+                            .then(|| implicit_default(&data_type))
+                            .flatten()
+                            .map(str::to_string),
+                    }
+                },
+            )
             .collect();
         let parts: Vec<(String, u8, String, Option<u64>, String)> = conn
             .exec(
@@ -792,4 +840,19 @@ pub async fn replica_report(ep: &Endpoint) -> ReplicaReport {
     }
     let _ = conn.disconnect().await;
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn implicit_defaults_are_those_of_a_native_add_column() {
+        assert_eq!(implicit_default("INT"), Some("0"));
+        assert_eq!(implicit_default("enum"), Some("1"));
+        assert_eq!(implicit_default("varchar"), Some("''"));
+        assert_eq!(implicit_default("datetime"), Some("'0000-00-00 00:00:00'"));
+        assert_eq!(implicit_default("json"), None);
+        assert_eq!(implicit_default("point"), None);
+    }
 }

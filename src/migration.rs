@@ -897,6 +897,7 @@ impl Run<'_> {
             ghost_index: self.plan.chunk_key.ghost_index.clone(),
             targets: copied.iter().map(|m| m.target.clone()).collect(),
             sources: copied.iter().filter_map(|m| m.source.clone()).collect(),
+            fills: crate::plan::filled_columns(&self.plan.mapping, &self.plan.ghost),
             share_nowait: self.plan.server.share_nowait(),
             insert_slot: serialize_inserts.then(|| Arc::new(tokio::sync::Mutex::new(()))),
         }

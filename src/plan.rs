@@ -347,13 +347,13 @@ async fn probe_inner(
     let copied: Vec<&MappedColumn> = mapping.iter().filter(|m| m.source.is_some()).collect();
     let targets: Vec<&str> = copied.iter().map(|m| m.target.as_str()).collect();
     let sources: Vec<&str> = copied.iter().filter_map(|m| m.source.as_deref()).collect();
+    let (columns, values) =
+        crate::resync::insert_lists(&targets, &sources, &filled_columns(&mapping, &ghost));
     conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
         .await
         .map_err(q("setting the isolation level"))?;
     let sample = format!(
-        "INSERT /* zdm-ost */ INTO {probe} ({}) SELECT {} FROM {} FORCE INDEX ({}) ORDER BY {} LIMIT {SAMPLE_ROWS}",
-        ident_list(&targets),
-        ident_list(&sources),
+        "INSERT /* zdm-ost */ INTO {probe} ({columns}) SELECT {values} FROM {} FORCE INDEX ({}) ORDER BY {} LIMIT {SAMPLE_ROWS}",
         qualified(db, &names.original),
         quote_ident(&chunk_key.original_index),
         ident_list(&chunk_key.columns),
@@ -380,6 +380,21 @@ async fn probe_inner(
         chunk_key,
         estimate,
     })
+}
+
+/// New columns (no source) that are NOT NULL without a DEFAULT, each with the value a native
+/// ALTER gives existing rows. The ghost's INSERTs name them with that value: left out, they
+/// fail the insert under zdm-ost's strict `sql_mode` ("Field 'x' doesn't have a default
+/// value"), where `ALTER TABLE ... ADD COLUMN x INT NOT NULL` fills in 0.
+pub fn filled_columns(mapping: &[MappedColumn], ghost: &TableInfo) -> Vec<(String, String)> {
+    mapping
+        .iter()
+        .filter(|m| m.source.is_none())
+        .filter_map(|m| {
+            let literal = ghost.column(&m.target)?.implicit_default.clone()?;
+            Some((m.target.clone(), literal))
+        })
+        .collect()
 }
 
 /// The first candidate key of the original whose columns, renamed as the mapping says, form a
@@ -601,9 +616,26 @@ impl Plan {
                 Some(src) => {
                     let _ = writeln!(s, "    {} <- {} (renamed)", m.target, src);
                 }
-                None => {
-                    let _ = writeln!(s, "    {} (new; takes its default)", m.target);
-                }
+                None => match self.ghost.column(&m.target).and_then(|c| {
+                    let v = c.implicit_default.as_ref()?;
+                    // an ENUM is filled by the index 1: say what that is
+                    Some(if c.column_type.to_ascii_lowercase().starts_with("enum(") {
+                        "its first ENUM member".to_string()
+                    } else {
+                        v.clone()
+                    })
+                }) {
+                    Some(v) => {
+                        let _ = writeln!(
+                            s,
+                            "    {} (new, NOT NULL without a DEFAULT: existing rows get {v}, as a native ALTER gives them)",
+                            m.target
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(s, "    {} (new; takes its default)", m.target);
+                    }
+                },
             }
         }
         for d in &self.dropped_columns {

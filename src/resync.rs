@@ -42,6 +42,9 @@ pub struct Tables {
     /// Ghost columns written, and the original columns they come from.
     pub targets: Vec<String>,
     pub sources: Vec<String>,
+    /// New NOT NULL columns without a DEFAULT and the literal each gets (see
+    /// [`crate::plan::filled_columns`]).
+    pub fills: Vec<(String, String)>,
     /// `LOCK IN SHARE MODE NOWAIT` or `FOR SHARE NOWAIT`.
     pub share_nowait: &'static str,
     /// Taken around every resync transaction when the server serializes them anyway: with an
@@ -70,16 +73,38 @@ impl Tables {
     }
 
     fn insert_sql(&self, orig_pred: &str, locking: bool) -> String {
+        let (columns, values) = insert_lists(&self.targets, &self.sources, &self.fills);
         format!(
-            "INSERT /* zdm-ost */ INTO {} ({}) SELECT {} FROM {} FORCE INDEX ({}) WHERE {orig_pred}{}",
+            "INSERT /* zdm-ost */ INTO {} ({columns}) SELECT {values} FROM {} FORCE INDEX ({}) WHERE {orig_pred}{}",
             self.ghost_q(),
-            ident_list(&self.targets),
-            ident_list(&self.sources),
             self.orig_q(),
             quote_ident(&self.key_index),
             if locking { format!(" {}", self.share_nowait) } else { String::new() },
         )
     }
+}
+
+/// The column list of an `INSERT ... SELECT` into the ghost and the list it selects: the
+/// mapped columns from their sources, then the filled columns with their literals.
+pub fn insert_lists<T: AsRef<str>, S: AsRef<str>>(
+    targets: &[T],
+    sources: &[S],
+    fills: &[(String, String)],
+) -> (String, String) {
+    let mut columns = ident_list(targets);
+    let mut values = ident_list(sources);
+    for (column, literal) in fills {
+        for (list, item) in [
+            (&mut columns, quote_ident(column)),
+            (&mut values, literal.clone()),
+        ] {
+            if !list.is_empty() {
+                list.push_str(", ");
+            }
+            list.push_str(&item);
+        }
+    }
+    (columns, values)
 }
 
 /// What the rows to resync are, with the predicate for each table.
@@ -276,6 +301,25 @@ pub fn server_error(code: u16, message: &str) -> mysql_async::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filled_columns_follow_the_mapped_ones_with_their_literals() {
+        let fills = vec![
+            ("x".to_string(), "0".to_string()),
+            ("e".to_string(), "1".to_string()),
+        ];
+        assert_eq!(
+            insert_lists(&["id", "b"], &["id", "a"], &fills),
+            (
+                "`id`, `b`, `x`, `e`".to_string(),
+                "`id`, `a`, 0, 1".to_string()
+            )
+        );
+        assert_eq!(
+            insert_lists(&["id"], &["id"], &[]),
+            ("`id`".to_string(), "`id`".to_string())
+        );
+    }
 
     #[test]
     fn duplicates_on_the_ghost_key_are_conflicts_others_are_not() {

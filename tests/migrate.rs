@@ -949,6 +949,51 @@ async fn parallel_copy_and_apply_under_load_loses_nothing() {
     db.drop_db().await;
 }
 
+/// New NOT NULL columns without a DEFAULT get, in every existing row and every row the writers
+/// touch before the swap, the value a native ALTER gives them (left out of the copy's INSERT
+/// they failed it: "Field 'x' doesn't have a default value"). The control table gets the same
+/// ALTER natively afterwards; the two must then agree row by row on every column.
+#[tokio::test]
+async fn new_not_null_columns_without_a_default_are_filled_as_a_native_alter_fills_them() {
+    let (mut db, writers) =
+        std_table_with_writers("m_notnull", 3000, 2, Duration::from_millis(1)).await;
+    let alter = "ADD COLUMN x INT NOT NULL, ADD COLUMN e ENUM('b','a') NOT NULL, \
+                 ADD COLUMN dt DATETIME(3) NOT NULL, ADD COLUMN s VARCHAR(5) NOT NULL, \
+                 ADD COLUMN y INT NOT NULL DEFAULT 5";
+    let mut args = vec!["--table", "t", "--alter", alter, "--execute"];
+    args.extend_from_slice(&FAST_COPY);
+    // the writers stop before the swap: after it, their INSERTs (which do not name x) would
+    // fail against the new table, as they would after a native ALTER
+    let run = Running::spawn(
+        primary_port(),
+        &db.name,
+        &args,
+        &[("ZDM_FAILPOINT", "cut-over-start=1000")],
+    );
+    run.wait_for("failpoint cut-over-start reached", Duration::from_secs(60))
+        .await;
+    writers.stop_without_errors().await;
+    let (code, _, err) = run.finish().await;
+    assert_eq!(code, Some(0), "migration failed:\n{err}");
+    assert_same_as_control(&mut db.conn).await;
+    db.exec(&format!("ALTER TABLE ctl {alter}")).await;
+    let n = assert_same_rows(
+        &mut db.conn,
+        "SELECT id, x, e, dt, s, y FROM t ORDER BY id",
+        "SELECT id, x, e, dt, s, y FROM ctl ORDER BY id",
+    )
+    .await;
+    assert!(n >= 3000, "{n} rows");
+    let filled: (u64, String) = db
+        .conn
+        .query_first("SELECT COUNT(*), MIN(e) FROM t WHERE x = 0 AND s = '' AND y = 5")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(filled, (n as u64, "b".to_string()));
+    db.drop_db().await;
+}
+
 /// `--defer-indexes always`: the ghost is copied without its secondary indexes, which are built
 /// afterwards while the writers keep going; the new table must hold the rows of the control
 /// table and be defined exactly as the server defines the table the ALTER makes.
