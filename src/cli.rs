@@ -47,6 +47,11 @@ pub struct Args {
     /// Run the migration. Without it zdm-ost only plans: a dry run that changes nothing.
     #[arg(long)]
     pub execute: bool,
+    /// Run even though --host is a replica or read-only: the change stays on that server alone
+    /// (to try a migration on a replica; never for a replica of a primary that keeps writing
+    /// the table).
+    #[arg(long)]
+    pub allow_on_replica: bool,
     /// Server id of zdm-ost's binlog reader; must differ from every replica's (default: random,
     /// above 2^31, checked against the primary's replicas).
     #[arg(long, value_name = "ID")]
@@ -188,6 +193,7 @@ pub struct Config {
     pub alter: String,
     pub replicas: Vec<(String, u16)>,
     pub defer_indexes: crate::plan::DeferIndexes,
+    pub allow_on_replica: bool,
 }
 
 impl From<&Args> for ExecOptions {
@@ -239,6 +245,7 @@ impl From<&Args> for Config {
             table: a.table.clone(),
             alter: a.alter.clone(),
             replicas: a.replicas.clone(),
+            allow_on_replica: a.allow_on_replica,
             defer_indexes: match a.defer_indexes {
                 DeferMode::Auto => crate::plan::DeferIndexes::Auto {
                     max_lag_secs: a.max_lag_millis as f64 / 1000.0,

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::conn::{Endpoint, Flavor, ServerInfo};
 use crate::ddl::TableNames;
+use crate::sql::server_code;
 use crate::sql::{qualified, server_message};
 
 /// Transactions open longer than this are reported.
@@ -22,6 +23,13 @@ pub enum PreflightError {
         "{server} is not supported: zdm-ost needs MySQL 8.0 or newer, or MariaDB 10.6 or newer"
     )]
     UnsupportedServer { server: String },
+    #[error("{addr} is a replica ({how}): a change made there does not reach the primary, and the primary's next writes to the table would replicate into a table of another shape. Point --host at the primary, or pass --allow-on-replica to change this server alone")]
+    IsReplica { addr: String, how: String },
+    #[error("{addr} is read-only ({variable}=ON), as a replica or a demoted primary is: point --host at the writable primary, or pass --allow-on-replica to change this server alone")]
+    ReadOnly {
+        addr: String,
+        variable: &'static str,
+    },
     #[error("binary logging is off on {addr} (log_bin=OFF): zdm-ost follows changes through the binlog. Start the server with log_bin enabled (it cannot be changed at runtime), binlog_format=ROW and binlog_row_image=FULL")]
     LogBinOff { addr: String },
     #[error("{setting} is {actual} on {addr}, zdm-ost needs {expected}. Fix: {fix}")]
@@ -343,17 +351,19 @@ pub struct Preflight {
 /// Runs every check, in order, against the primary.
 pub async fn preflight(
     conn: &mut Conn,
-    primary: &Endpoint,
-    replicas: &[(String, u16)],
-    db: &str,
+    cfg: &crate::cli::Config,
     names: &TableNames,
     resuming: bool,
 ) -> Result<Preflight, PreflightError> {
+    let (primary, replicas, db) = (&cfg.primary, &cfg.replicas[..], cfg.database.as_str());
     let addr = primary.to_string();
     let server = ServerInfo::read(conn)
         .await
         .map_err(q("the server version"))?;
     check_version(&server)?;
+    if !cfg.allow_on_replica {
+        check_writable_primary(conn, &server, &addr).await?;
+    }
     check_binlog(conn, &server, &addr).await?;
 
     let exists: Option<String> = conn
@@ -445,6 +455,85 @@ fn check_version(server: &ServerInfo) -> Result<(), PreflightError> {
             server: server.to_string(),
         })
     }
+}
+
+/// Refuses a server that replicates from another (its replication threads running) or is
+/// read-only: the ALTER would change that server alone. `SHOW SLAVE STATUS` needs a privilege
+/// zdm-ost does not otherwise need (SLAVE MONITOR on MariaDB 10.5+); without it MariaDB's
+/// `Slaves_running` status says whether any replication connection runs.
+async fn check_writable_primary(
+    conn: &mut Conn,
+    server: &ServerInfo,
+    addr: &str,
+) -> Result<(), PreflightError> {
+    match conn.query_iter(server.replica_status_sql()).await {
+        Ok(mut result) => {
+            let rows: Vec<mysql_async::Row> = result
+                .collect()
+                .await
+                .map_err(q("the replication status"))?;
+            for row in rows {
+                let text = |names: &[&str]| {
+                    names.iter().find_map(|n| {
+                        row.get_opt::<Option<String>, _>(*n)
+                            .and_then(Result::ok)
+                            .flatten()
+                    })
+                };
+                // "Connecting" is a running IO thread that has not reached its primary yet
+                let running = |names: &[&str]| {
+                    text(names).is_some_and(|v| {
+                        v.eq_ignore_ascii_case("yes") || v.eq_ignore_ascii_case("connecting")
+                    })
+                };
+                if running(&["Slave_IO_Running", "Replica_IO_Running"])
+                    || running(&["Slave_SQL_Running", "Replica_SQL_Running"])
+                {
+                    let host = text(&["Master_Host", "Source_Host"]).unwrap_or_default();
+                    let port = text(&["Master_Port", "Source_Port"]).unwrap_or_default();
+                    return Err(PreflightError::IsReplica {
+                        addr: addr.into(),
+                        how: format!("it replicates from {host}:{port}"),
+                    });
+                }
+            }
+        }
+        Err(e) if matches!(server_code(&e), Some(1227) | Some(1142)) => {
+            if server.flavor == Flavor::MariaDb {
+                let running: Option<(String, String)> = conn
+                    .query_first("SHOW /* zdm-ost */ GLOBAL STATUS LIKE 'Slaves_running'")
+                    .await
+                    .map_err(q("the replication status"))?;
+                if let Some((_, n)) = running.filter(|(_, n)| n.trim() != "0") {
+                    return Err(PreflightError::IsReplica {
+                        addr: addr.into(),
+                        how: format!("Slaves_running={}", n.trim()),
+                    });
+                }
+            }
+        }
+        Err(e) => return Err(q("the replication status")(e)),
+    }
+    let variables = match server.flavor {
+        Flavor::MySql => "SELECT /* zdm-ost */ @@read_only, @@super_read_only",
+        Flavor::MariaDb => "SELECT /* zdm-ost */ @@read_only, 0",
+    };
+    let (read_only, super_read_only): (u8, u8) = conn
+        .query_first(variables)
+        .await
+        .map_err(q("read_only"))?
+        .unwrap_or_default();
+    if read_only != 0 || super_read_only != 0 {
+        return Err(PreflightError::ReadOnly {
+            addr: addr.into(),
+            variable: if super_read_only != 0 {
+                "super_read_only"
+            } else {
+                "read_only"
+            },
+        });
+    }
+    Ok(())
 }
 
 async fn check_binlog(

@@ -751,7 +751,7 @@ pub async fn prepare(
     cancel: &CancellationToken,
 ) -> Result<Plan, crate::Error> {
     let pre = tokio::select! {
-        r = crate::inspect::preflight(conn, &cfg.primary, &cfg.replicas, &cfg.database, names, resuming) => r?,
+        r = crate::inspect::preflight(conn, cfg, names, resuming) => r?,
         _ = cancel.cancelled() => return Err(crate::Error::Cancelled),
     };
     let probe = probe(

@@ -477,7 +477,78 @@ async fn long_transactions_and_replica_lag_are_reported_without_failing() {
     db.drop_db().await;
 }
 
-/// Binlog settings are global, so these run on servers of their own (started through the
+/// Pointed at the test replica by mistake, zdm-ost refuses: the change would stay on the
+/// replica and the primary's next writes would replicate into a table of another shape. As root
+/// the refusal names the primary (`SHOW SLAVE STATUS`); as a user without SLAVE MONITOR it
+/// says `Slaves_running`. `--allow-on-replica` lets a dry run through.
+#[tokio::test]
+async fn a_replica_is_refused_unless_allowed() {
+    let mut db = orders("on_replica").await;
+    let n = db.name.clone();
+    db.create_user("zt_onreplica", "ALL PRIVILEGES").await;
+    db.exec("GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'zt_onreplica'@'127.0.0.1'")
+        .await;
+    // everything above reaches the replica before this marker does
+    db.exec("CREATE TABLE replicated_marker (id INT PRIMARY KEY)")
+        .await;
+    let mut replica = connect(replica_port()).await;
+    let mut seen = false;
+    for _ in 0..100 {
+        let found: Option<u64> = replica
+            .exec_first(
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = 'replicated_marker'",
+                (&n,),
+            )
+            .await
+            .unwrap();
+        if found == Some(1) {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(seen, "the test database did not reach the replica");
+    let _ = replica.disconnect().await;
+    let rp = replica_port().to_string();
+    let on_replica = |extra: &'static [&'static str]| {
+        let (rp, n) = (rp.clone(), n.clone());
+        async move {
+            let mut args = vec![
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &rp,
+                "--database",
+                &n,
+                "--table",
+                "orders",
+                "--alter",
+                ALTER,
+            ];
+            args.extend_from_slice(extra);
+            zdm_raw(&args).await
+        }
+    };
+    let tail = "a change made there does not reach the primary, and the primary's next writes to the table would replicate into a table of another shape. Point --host at the primary, or pass --allow-on-replica to change this server alone";
+    assert_error(
+        &on_replica(&["--execute"]).await,
+        &format!(
+            "preflight: 127.0.0.1:{rp} is a replica (it replicates from 127.0.0.1:{}): {tail}",
+            primary_port()
+        ),
+    );
+    assert_error(
+        &on_replica(&["--user", "zt_onreplica", "--password", "pw"]).await,
+        &format!("preflight: 127.0.0.1:{rp} is a replica (Slaves_running=1): {tail}"),
+    );
+    let o = on_replica(&["--allow-on-replica"]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("dry run: nothing was changed"));
+    db.exec("DROP USER 'zt_onreplica'@'127.0.0.1'").await;
+    db.drop_db().await;
+}
+
+/// Binlog settings (and read_only) are global, so these run on servers of their own (started through the
 /// test-bed script), never on the shared primary.
 #[tokio::test]
 async fn wrong_binlog_settings_are_refused_naming_variable_value_and_fix() {
@@ -502,6 +573,13 @@ async fn wrong_binlog_settings_are_refused_naming_variable_value_and_fix() {
         ])
         .await
     };
+    // a read-only server (a replica, a demoted primary) is refused before anything else
+    c.query_drop("SET GLOBAL read_only = ON").await.unwrap();
+    assert_error(
+        &run(3313).await,
+        "preflight: 127.0.0.1:3313 is read-only (read_only=ON), as a replica or a demoted primary is: point --host at the writable primary, or pass --allow-on-replica to change this server alone",
+    );
+    c.query_drop("SET GLOBAL read_only = OFF").await.unwrap();
     c.query_drop("SET GLOBAL binlog_format = 'STATEMENT'")
         .await
         .unwrap();
