@@ -458,7 +458,7 @@ fn check_version(server: &ServerInfo) -> Result<(), PreflightError> {
 }
 
 /// Refuses a server that replicates from another (its replication threads running) or is
-/// read-only: the ALTER would change that server alone. `SHOW SLAVE STATUS` needs a privilege
+/// read-only: the ALTER would change that server alone. `SHOW [ALL] SLAVE[S] STATUS` needs a privilege
 /// zdm-ost does not otherwise need (SLAVE MONITOR on MariaDB 10.5+); without it MariaDB's
 /// `Slaves_running` status says whether any replication connection runs.
 async fn check_writable_primary(
@@ -466,7 +466,12 @@ async fn check_writable_primary(
     server: &ServerInfo,
     addr: &str,
 ) -> Result<(), PreflightError> {
-    match conn.query_iter(server.replica_status_sql()).await {
+    // MariaDB: every replication connection, the named ones of multi-source replication too
+    let status_sql = match server.flavor {
+        Flavor::MariaDb => "SHOW /* zdm-ost */ ALL SLAVES STATUS",
+        Flavor::MySql => server.replica_status_sql(),
+    };
+    match conn.query_iter(status_sql).await {
         Ok(mut result) => {
             let rows: Vec<mysql_async::Row> = result
                 .collect()
