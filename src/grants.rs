@@ -1,4 +1,4 @@
-//! What the connected user may do, read from `SHOW GRANTS`.
+//! What the connected user may do, read from `SHOW GRANTS`, and the preflight's privilege check.
 //!
 //! information_schema's privilege tables list only the grants made to the user by name: a user
 //! whose privileges come through a role, the usual way on MySQL 8 and common on MariaDB, would
@@ -15,7 +15,8 @@ use std::collections::BTreeSet;
 use mysql_async::prelude::*;
 use mysql_async::Conn;
 
-use crate::conn::Flavor;
+use crate::conn::{Flavor, ServerInfo};
+use crate::inspect::{q, PreflightError};
 
 /// The privileges of the current user (and its roles), by level.
 #[derive(Debug, Default)]
@@ -71,6 +72,84 @@ impl Grants {
                 .iter()
                 .any(|(pattern, p)| holds(p, privilege) && like(pattern, db))
     }
+}
+
+/// Refuses a user that lacks what zdm-ost needs, naming the GRANT that fixes it; warns when
+/// PROCESS is missing.
+pub async fn check_privileges(
+    conn: &mut Conn,
+    server: &ServerInfo,
+    db: &str,
+    warnings: &mut Vec<String>,
+) -> Result<(), PreflightError> {
+    let user: String = conn
+        .query_first("SELECT /* zdm-ost */ CURRENT_USER()")
+        .await
+        .map_err(q("the current user"))?
+        .unwrap_or_default();
+    let grants = Grants::current(conn, server.flavor)
+        .await
+        .map_err(q("the user's privileges"))?;
+    let table_privs = [
+        "SELECT",
+        "INSERT",
+        "UPDATE",
+        "DELETE",
+        "CREATE",
+        "DROP",
+        "ALTER",
+        "INDEX",
+        "LOCK TABLES",
+    ];
+    let mut missing_db: Vec<&str> = table_privs
+        .iter()
+        .copied()
+        .filter(|p| !grants.on_schema(db, p))
+        .collect();
+    let mut missing_global: Vec<&str> = Vec::new();
+    if !grants.global("REPLICATION SLAVE") {
+        missing_global.push("REPLICATION SLAVE");
+    }
+    // MariaDB 10.5+ calls REPLICATION CLIENT "BINLOG MONITOR".
+    if !grants.global("REPLICATION CLIENT") && !grants.global("BINLOG MONITOR") {
+        missing_global.push("REPLICATION CLIENT");
+    }
+    if !grants.global("PROCESS") {
+        warnings.push(format!(
+            "user {user} lacks PROCESS: other users' long transactions cannot be seen before the cut-over lock"
+        ));
+    }
+    if missing_db.is_empty() && missing_global.is_empty() {
+        return Ok(());
+    }
+    let grantee = user
+        .split_once('@')
+        .map(|(u, h)| format!("'{u}'@'{h}'"))
+        .unwrap_or_else(|| user.clone());
+    let mut grants = Vec::new();
+    if !missing_db.is_empty() {
+        grants.push(format!(
+            "GRANT {} ON {}.* TO {grantee}",
+            missing_db.join(", "),
+            crate::sql::quote_ident(db)
+        ));
+    }
+    if !missing_global.is_empty() {
+        grants.push(format!(
+            "GRANT {} ON *.* TO {grantee}",
+            missing_global.join(", ")
+        ));
+    }
+    let mut missing: Vec<String> = missing_db
+        .drain(..)
+        .map(|p| format!("{p} on `{db}`"))
+        .collect();
+    missing.extend(missing_global.iter().map(|p| format!("{p} (global)")));
+    Err(PreflightError::MissingPrivileges {
+        user: grantee,
+        missing: missing.join(", "),
+        grant: grants.join("; "),
+    })
 }
 
 fn holds(set: &BTreeSet<String>, privilege: &str) -> bool {

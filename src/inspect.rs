@@ -82,7 +82,7 @@ pub enum PreflightError {
     Query { what: &'static str, reason: String },
 }
 
-fn q(what: &'static str) -> impl FnOnce(mysql_async::Error) -> PreflightError {
+pub(crate) fn q(what: &'static str) -> impl FnOnce(mysql_async::Error) -> PreflightError {
     move |e| PreflightError::Query {
         what,
         reason: server_message(&e),
@@ -402,7 +402,7 @@ pub async fn preflight(
     check_foreign_keys_and_triggers(conn, &server, db, &names.original).await?;
     check_leftovers(conn, db, names, resuming).await?;
     let mut warnings = Vec::new();
-    check_privileges(conn, &server, db, &mut warnings).await?;
+    crate::grants::check_privileges(conn, &server, db, &mut warnings).await?;
 
     let long_transactions = long_transactions(conn).await.unwrap_or_else(|e| {
         warnings.push(format!("could not list open transactions: {e}"));
@@ -763,82 +763,6 @@ async fn check_leftovers(
         return Err(PreflightError::Leftover { name: full, hint });
     }
     Ok(())
-}
-
-async fn check_privileges(
-    conn: &mut Conn,
-    server: &ServerInfo,
-    db: &str,
-    warnings: &mut Vec<String>,
-) -> Result<(), PreflightError> {
-    let user: String = conn
-        .query_first("SELECT /* zdm-ost */ CURRENT_USER()")
-        .await
-        .map_err(q("the current user"))?
-        .unwrap_or_default();
-    let grants = crate::grants::Grants::current(conn, server.flavor)
-        .await
-        .map_err(q("the user's privileges"))?;
-    let table_privs = [
-        "SELECT",
-        "INSERT",
-        "UPDATE",
-        "DELETE",
-        "CREATE",
-        "DROP",
-        "ALTER",
-        "INDEX",
-        "LOCK TABLES",
-    ];
-    let mut missing_db: Vec<&str> = table_privs
-        .iter()
-        .copied()
-        .filter(|p| !grants.on_schema(db, p))
-        .collect();
-    let mut missing_global: Vec<&str> = Vec::new();
-    if !grants.global("REPLICATION SLAVE") {
-        missing_global.push("REPLICATION SLAVE");
-    }
-    // MariaDB 10.5+ calls REPLICATION CLIENT "BINLOG MONITOR".
-    if !grants.global("REPLICATION CLIENT") && !grants.global("BINLOG MONITOR") {
-        missing_global.push("REPLICATION CLIENT");
-    }
-    if !grants.global("PROCESS") {
-        warnings.push(format!(
-            "user {user} lacks PROCESS: other users' long transactions cannot be seen before the cut-over lock"
-        ));
-    }
-    if missing_db.is_empty() && missing_global.is_empty() {
-        return Ok(());
-    }
-    let grantee = user
-        .split_once('@')
-        .map(|(u, h)| format!("'{u}'@'{h}'"))
-        .unwrap_or_else(|| user.clone());
-    let mut grants = Vec::new();
-    if !missing_db.is_empty() {
-        grants.push(format!(
-            "GRANT {} ON {}.* TO {grantee}",
-            missing_db.join(", "),
-            crate::sql::quote_ident(db)
-        ));
-    }
-    if !missing_global.is_empty() {
-        grants.push(format!(
-            "GRANT {} ON *.* TO {grantee}",
-            missing_global.join(", ")
-        ));
-    }
-    let mut missing: Vec<String> = missing_db
-        .drain(..)
-        .map(|p| format!("{p} on `{db}`"))
-        .collect();
-    missing.extend(missing_global.iter().map(|p| format!("{p} (global)")));
-    Err(PreflightError::MissingPrivileges {
-        user: grantee,
-        missing: missing.join(", "),
-        grant: grants.join("; "),
-    })
 }
 
 /// Transactions open longer than [`LONG_TRX_SECONDS`], oldest first.
