@@ -949,6 +949,78 @@ async fn parallel_copy_and_apply_under_load_loses_nothing() {
     db.drop_db().await;
 }
 
+/// `CONVERT TO CHARACTER SET utf8mb4` of a latin1 table with accented text, while writers change
+/// it: every row ends byte for byte as the server's own conversion of the control table leaves
+/// it, and the table is defined as that conversion defines it (TEXT widened to MEDIUMTEXT).
+#[tokio::test]
+async fn convert_to_utf8mb4_under_load_matches_the_native_conversion() {
+    let mut db = TestDb::new("m_charset").await;
+    for table in ["t", "ctl"] {
+        db.exec(&format!(
+            "CREATE TABLE {table} (id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY, \
+             a INT NOT NULL, b VARCHAR(100) NULL, c DATETIME(6) NULL, \
+             d DECIMAL(20,6) NOT NULL DEFAULT 0, e TEXT NULL, KEY ka (a), KEY kb (b)) CHARSET latin1"
+        ))
+        .await;
+    }
+    db.exec(
+        "INSERT INTO t (id, a, b, c, d, e) SELECT seq, seq % 1000, CONCAT('café ', seq, ' Ñandú'), \
+         '2024-01-01' + INTERVAL seq SECOND, seq / 7, CONCAT('über ', seq, ' ç') FROM seq_1_to_3000",
+    )
+    .await;
+    db.exec("INSERT INTO ctl SELECT * FROM t").await;
+    let writers = Writers::start(
+        primary_port(),
+        &db.name,
+        &std_shape(std_cols(), 3000),
+        2,
+        Duration::from_millis(1),
+        false,
+    )
+    .await;
+    let alter = "CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci";
+    let (code, _, err) = migrate(&db.name, alter, &FAST_COPY).await;
+    assert_eq!(code, Some(0), "migration failed:\n{err}");
+    writers.stop_without_errors().await;
+    db.exec(&format!("ALTER TABLE ctl {alter}")).await;
+    let n = assert_same_rows(
+        &mut db.conn,
+        "SELECT id, a, HEX(b), c, d, HEX(e) FROM t ORDER BY id",
+        "SELECT id, a, HEX(b), c, d, HEX(e) FROM ctl ORDER BY id",
+    )
+    .await;
+    assert!(n >= 3000, "{n} rows");
+    // rows the writers left alone still hold their accented text, now in utf8mb4
+    let accented: Option<u64> = db
+        .conn
+        .query_first(
+            "SELECT COUNT(*) FROM t WHERE b LIKE 'café % Ñandú' AND e LIKE 'über % ç' \
+             AND CHARSET(b) = 'utf8mb4'",
+        )
+        .await
+        .unwrap();
+    assert!(accented.unwrap_or(0) > 100, "{accented:?}");
+    let mut defs = Vec::new();
+    for table in ["t", "ctl"] {
+        let (_, def): (String, String) = db
+            .conn
+            .query_first(format!("SHOW CREATE TABLE {table}"))
+            .await
+            .unwrap()
+            .unwrap();
+        let def = def.replacen(&format!("CREATE TABLE `{table}`"), "CREATE TABLE", 1);
+        defs.push(
+            def.split(' ')
+                .filter(|w| !w.starts_with("AUTO_INCREMENT="))
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
+    }
+    assert_eq!(defs[0], defs[1]);
+    assert!(defs[0].contains("`e` mediumtext"), "{}", defs[0]);
+    db.drop_db().await;
+}
+
 /// New NOT NULL columns without a DEFAULT get, in every existing row and every row the writers
 /// touch before the swap, the value a native ALTER gives them (left out of the copy's INSERT
 /// they failed it: "Field 'x' doesn't have a default value"). The control table gets the same
