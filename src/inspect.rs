@@ -11,8 +11,7 @@ use serde::Serialize;
 
 use crate::conn::{Endpoint, Flavor, ServerInfo};
 use crate::ddl::TableNames;
-use crate::sql::server_code;
-use crate::sql::{qualified, server_message};
+use crate::sql::{qualified, server_code, server_message};
 
 /// Transactions open longer than this are reported.
 pub const LONG_TRX_SECONDS: u64 = 10;
