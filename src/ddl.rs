@@ -101,8 +101,10 @@ pub struct AlterSpec {
     pub drops_primary_key: bool,
 }
 
+/// A token of MySQL's SQL text: words, backquoted names (unquoted), string and number
+/// literals, punctuation. Comments are skipped.
 #[derive(Debug, Clone, PartialEq)]
-enum Tok {
+pub(crate) enum Tok {
     Word(String),
     Quoted(String),
     Str,
@@ -111,13 +113,13 @@ enum Tok {
 }
 
 #[derive(Debug, Clone)]
-struct Token {
-    tok: Tok,
+pub(crate) struct Token {
+    pub(crate) tok: Tok,
     start: usize,
     end: usize,
 }
 
-fn tokenize(s: &str) -> Result<Vec<Token>, DdlError> {
+pub(crate) fn tokenize(s: &str) -> Result<Vec<Token>, DdlError> {
     let b: Vec<(usize, char)> = s.char_indices().collect();
     let at = |i: usize| b.get(i).map(|&(_, c)| c);
     let off = |i: usize| b.get(i).map(|&(o, _)| o).unwrap_or(s.len());
@@ -224,11 +226,11 @@ fn tokenize(s: &str) -> Result<Vec<Token>, DdlError> {
     Ok(out)
 }
 
-fn is_kw(t: Option<&Token>, kw: &str) -> bool {
+pub(crate) fn is_kw(t: Option<&Token>, kw: &str) -> bool {
     matches!(t, Some(Token { tok: Tok::Word(w), .. }) if w.eq_ignore_ascii_case(kw))
 }
 
-fn ident(t: Option<&Token>) -> Option<String> {
+pub(crate) fn ident(t: Option<&Token>) -> Option<String> {
     match t {
         Some(Token {
             tok: Tok::Word(w), ..

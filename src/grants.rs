@@ -16,6 +16,7 @@ use mysql_async::prelude::*;
 use mysql_async::Conn;
 
 use crate::conn::{Flavor, ServerInfo};
+use crate::ddl::{ident, is_kw, tokenize, Tok, Token};
 use crate::inspect::{q, PreflightError};
 
 /// The privileges of the current user (and its roles), by level.
@@ -126,16 +127,16 @@ pub async fn check_privileges(
         .split_once('@')
         .map(|(u, h)| format!("'{u}'@'{h}'"))
         .unwrap_or_else(|| user.clone());
-    let mut grants = Vec::new();
+    let mut fixes = Vec::new();
     if !missing_db.is_empty() {
-        grants.push(format!(
+        fixes.push(format!(
             "GRANT {} ON {}.* TO {grantee}",
             missing_db.join(", "),
             crate::sql::quote_ident(db)
         ));
     }
     if !missing_global.is_empty() {
-        grants.push(format!(
+        fixes.push(format!(
             "GRANT {} ON *.* TO {grantee}",
             missing_global.join(", ")
         ));
@@ -148,7 +149,7 @@ pub async fn check_privileges(
     Err(PreflightError::MissingPrivileges {
         user: grantee,
         missing: missing.join(", "),
-        grant: grants.join("; "),
+        grant: fixes.join("; "),
     })
 }
 
@@ -161,92 +162,60 @@ enum Target {
     Schema(String),
 }
 
-/// `GRANT <privileges> ON <target> TO <grantee> ...`: the privileges (upper case) and the
-/// target, when the target is global or a database.
+/// `GRANT <privileges> ON <target> TO <grantee> ...`, read with the ALTER parser's tokenizer:
+/// the privileges (upper case) and the target, when the target is global or a database.
 fn parse_line(line: &str) -> Option<(BTreeSet<String>, Target)> {
-    let rest = line.trim().strip_prefix("GRANT ")?;
-    let on = find_top_level(rest, " ON ")?;
-    let (privileges, after) = (&rest[..on], &rest[on + 4..]);
-    let to = find_top_level(after, " TO ")?;
-    let target = after[..to].trim();
-    let target = if target == "*.*" {
-        Target::Global
-    } else {
-        let db = target.strip_suffix(".*")?;
-        // `PROCEDURE db.p`, `FUNCTION ...`: not a database grant
-        if db.contains(' ') && !db.starts_with('`') {
-            return None;
+    let toks = tokenize(line).ok()?;
+    if !is_kw(toks.first(), "GRANT") {
+        return None;
+    }
+    let on = find_keyword(&toks, 1, "ON")?;
+    let to = find_keyword(&toks, on + 1, "TO")?;
+    let target = match &toks[on + 1..to] {
+        [a, b, c]
+            if a.tok == Tok::Punct('*') && b.tok == Tok::Punct('.') && c.tok == Tok::Punct('*') =>
+        {
+            Target::Global
         }
-        Target::Schema(unquote(db)?)
+        // `PROCEDURE db.p`, a table, a proxy's user: not a database grant
+        [db, b, c] if b.tok == Tok::Punct('.') && c.tok == Tok::Punct('*') => {
+            Target::Schema(ident(Some(db))?)
+        }
+        _ => return None,
     };
-    let privileges = split_top_level(privileges, ',')
-        .into_iter()
-        .map(|p| p.trim().to_ascii_uppercase())
-        // column privileges, `SELECT (a, b)`, do not cover the table
-        .filter(|p| !p.is_empty() && !p.contains('('))
+    let privileges = toks[1..on]
+        .split(|t| t.tok == Tok::Punct(','))
+        // column privileges (`SELECT (a)`; only ever on a table, left out above anyway)
+        .filter(|p| !p.iter().any(|t| t.tok == Tok::Punct('(')))
+        .map(|p| {
+            p.iter()
+                .filter_map(|t| match &t.tok {
+                    Tok::Word(w) => Some(w.to_ascii_uppercase()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .filter(|p| !p.is_empty())
         .collect();
     Some((privileges, target))
 }
 
-/// The byte offset of the first `needle` outside backquotes, quotes and parentheses.
-fn find_top_level(s: &str, needle: &str) -> Option<usize> {
-    let mut state = Scan::default();
-    for (i, c) in s.char_indices() {
-        if state.top_level() && s[i..].starts_with(needle) {
-            return Some(i);
-        }
-        state.step(c);
-    }
-    None
-}
-
-fn split_top_level(s: &str, sep: char) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut state = Scan::default();
-    let mut start = 0;
-    for (i, c) in s.char_indices() {
-        if c == sep && state.top_level() {
-            out.push(&s[start..i]);
-            start = i + c.len_utf8();
-            continue;
-        }
-        state.step(c);
-    }
-    out.push(&s[start..]);
-    out
-}
-
-/// Where a scan is: inside `...`, '...' or parentheses. A doubled quote inside quotes leaves
-/// and re-enters them, which comes to the same.
-#[derive(Default)]
-struct Scan {
-    quote: Option<char>,
-    depth: u32,
-}
-
-impl Scan {
-    fn top_level(&self) -> bool {
-        self.quote.is_none() && self.depth == 0
-    }
-
-    fn step(&mut self, c: char) {
-        match (self.quote, c) {
-            (Some(q), c) if c == q => self.quote = None,
-            (Some(_), _) => {}
-            (None, '`' | '\'' | '"') => self.quote = Some(c),
-            (None, '(') => self.depth += 1,
-            (None, ')') => self.depth = self.depth.saturating_sub(1),
+/// The index of the keyword `kw` from `from` on, outside parentheses (a backquoted name is never
+/// a keyword).
+fn find_keyword(toks: &[Token], from: usize, kw: &str) -> Option<usize> {
+    let mut depth = 0i32;
+    for (i, t) in toks.iter().enumerate().skip(from) {
+        match t.tok {
+            Tok::Punct('(') => depth += 1,
+            Tok::Punct(')') => depth -= 1,
             _ => {}
         }
+        if depth == 0 && is_kw(Some(t), kw) {
+            return Some(i);
+        }
     }
-}
-
-/// `` `na``me` `` -> ``na`me``; a bare name as it is.
-fn unquote(name: &str) -> Option<String> {
-    match name.strip_prefix('`') {
-        Some(inner) => Some(inner.strip_suffix('`')?.replace("``", "`")),
-        None => Some(name.to_string()),
-    }
+    None
 }
 
 /// SQL `LIKE` as database-level grants use it: `%` any run, `_` any one character, `\` makes
@@ -328,7 +297,8 @@ mod tests {
         assert!(like("app%", "app"));
         assert!(like("%", "anything"));
         assert!(!like("app", "App"));
-        assert_eq!(unquote("`we``ird`").as_deref(), Some("we`ird"));
+        let g = Grants::parse(&["GRANT SELECT ON `we``ird`.* TO `u`@`%`"]);
+        assert!(g.on_schema("we`ird", "SELECT"));
         let g = Grants::parse(&["GRANT SELECT ON `we``ird %db`.* TO `u`@`%`"]);
         assert!(g.on_schema("we`ird xdb", "SELECT"));
         // " ON " inside a quoted name is not the keyword
