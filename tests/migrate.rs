@@ -24,6 +24,21 @@ async fn migrate(db: &str, alter: &str, extra: &[&str]) -> (Option<i32>, String,
         .await
 }
 
+/// `SHOW CREATE TABLE` of `table` without its name and AUTO_INCREMENT counter, to compare
+/// two tables' definitions.
+async fn definition(conn: &mut Conn, table: &str) -> String {
+    let (_, def): (String, String) = conn
+        .query_first(format!("SHOW CREATE TABLE {table}"))
+        .await
+        .unwrap()
+        .unwrap();
+    def.replacen(&format!("CREATE TABLE `{table}`"), "CREATE TABLE", 1)
+        .split(' ')
+        .filter(|w| !w.starts_with("AUTO_INCREMENT="))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn summary(out: &str) -> serde_json::Value {
     let v: serde_json::Value =
         serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
@@ -1000,22 +1015,10 @@ async fn convert_to_utf8mb4_under_load_matches_the_native_conversion() {
         .await
         .unwrap();
     assert!(accented.unwrap_or(0) > 100, "{accented:?}");
-    let mut defs = Vec::new();
-    for table in ["t", "ctl"] {
-        let (_, def): (String, String) = db
-            .conn
-            .query_first(format!("SHOW CREATE TABLE {table}"))
-            .await
-            .unwrap()
-            .unwrap();
-        let def = def.replacen(&format!("CREATE TABLE `{table}`"), "CREATE TABLE", 1);
-        defs.push(
-            def.split(' ')
-                .filter(|w| !w.starts_with("AUTO_INCREMENT="))
-                .collect::<Vec<_>>()
-                .join(" "),
-        );
-    }
+    let defs = [
+        definition(&mut db.conn, "t").await,
+        definition(&mut db.conn, "ctl").await,
+    ];
     assert_eq!(defs[0], defs[1]);
     assert!(defs[0].contains("`e` mediumtext"), "{}", defs[0]);
     db.drop_db().await;
@@ -1096,22 +1099,10 @@ async fn deferred_secondary_indexes_end_up_as_the_alter_defines_them() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     writers.stop_without_errors().await;
     assert_same_as_control(&mut db.conn).await;
-    let mut defs = Vec::new();
-    for table in ["t", "ref"] {
-        let (_, def): (String, String) = db
-            .conn
-            .query_first(format!("SHOW CREATE TABLE {table}"))
-            .await
-            .unwrap()
-            .unwrap();
-        let def = def.replacen(&format!("CREATE TABLE `{table}`"), "CREATE TABLE", 1);
-        defs.push(
-            def.split(' ')
-                .filter(|w| !w.starts_with("AUTO_INCREMENT="))
-                .collect::<Vec<_>>()
-                .join(" "),
-        );
-    }
+    let defs = [
+        definition(&mut db.conn, "t").await,
+        definition(&mut db.conn, "ref").await,
+    ];
     assert_eq!(defs[0], defs[1]);
     db.drop_db().await;
 }
