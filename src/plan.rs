@@ -616,26 +616,27 @@ impl Plan {
                 Some(src) => {
                     let _ = writeln!(s, "    {} <- {} (renamed)", m.target, src);
                 }
-                None => match self.ghost.column(&m.target).and_then(|c| {
-                    let v = c.implicit_default.as_ref()?;
-                    // an ENUM is filled by the index 1: say what that is
-                    Some(if c.column_type.to_ascii_lowercase().starts_with("enum(") {
-                        "its first ENUM member".to_string()
-                    } else {
-                        v.clone()
-                    })
-                }) {
-                    Some(v) => {
-                        let _ = writeln!(
-                            s,
-                            "    {} (new, NOT NULL without a DEFAULT: existing rows get {v}, as a native ALTER gives them)",
-                            m.target
-                        );
+                None => {
+                    let column = self.ghost.column(&m.target);
+                    match column.and_then(|c| c.implicit_default.as_ref().map(|v| (c, v))) {
+                        Some((c, v)) => {
+                            // an ENUM is filled by the index 1: say what that is
+                            let v = if c.column_type.to_ascii_lowercase().starts_with("enum(") {
+                                "its first ENUM member"
+                            } else {
+                                v.as_str()
+                            };
+                            let _ = writeln!(
+                                s,
+                                "    {} (new, NOT NULL without a DEFAULT: existing rows get {v}, as a native ALTER gives them)",
+                                m.target
+                            );
+                        }
+                        None => {
+                            let _ = writeln!(s, "    {} (new; takes its default)", m.target);
+                        }
                     }
-                    None => {
-                        let _ = writeln!(s, "    {} (new; takes its default)", m.target);
-                    }
-                },
+                }
             }
         }
         for d in &self.dropped_columns {

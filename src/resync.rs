@@ -91,20 +91,16 @@ pub fn insert_lists<T: AsRef<str>, S: AsRef<str>>(
     sources: &[S],
     fills: &[(String, String)],
 ) -> (String, String) {
-    let mut columns = ident_list(targets);
-    let mut values = ident_list(sources);
-    for (column, literal) in fills {
-        for (list, item) in [
-            (&mut columns, quote_ident(column)),
-            (&mut values, literal.clone()),
-        ] {
-            if !list.is_empty() {
-                list.push_str(", ");
-            }
-            list.push_str(&item);
-        }
-    }
-    (columns, values)
+    let columns: Vec<&str> = targets
+        .iter()
+        .map(AsRef::as_ref)
+        .chain(fills.iter().map(|(c, _)| c.as_str()))
+        .collect();
+    let values: Vec<String> = std::iter::once(ident_list(sources))
+        .filter(|s| !s.is_empty())
+        .chain(fills.iter().map(|(_, literal)| literal.clone()))
+        .collect();
+    (ident_list(&columns), values.join(", "))
 }
 
 /// What the rows to resync are, with the predicate for each table.
