@@ -213,6 +213,19 @@ impl ServerInfo {
     }
 }
 
+/// A field of a replica-status row under whichever of its names the server uses
+/// (`Slave_IO_Running` or `Replica_IO_Running`, `Master_Host` or `Source_Host`, ...), as text.
+pub fn replica_field(row: &mysql_async::Row, names: &[&str]) -> Option<String> {
+    names
+        .iter()
+        .find_map(|n| match row.get_opt::<mysql_async::Value, _>(*n)?.ok()? {
+            mysql_async::Value::Bytes(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+            mysql_async::Value::Int(i) => Some(i.to_string()),
+            mysql_async::Value::UInt(i) => Some(i.to_string()),
+            _ => None,
+        })
+}
+
 impl fmt::Display for ServerInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.flavor, self.version_string)

@@ -9,7 +9,7 @@ use mysql_async::prelude::*;
 use mysql_async::{Conn, Row};
 use serde::Serialize;
 
-use crate::conn::{Endpoint, Flavor, ServerInfo};
+use crate::conn::{replica_field, Endpoint, Flavor, ServerInfo};
 use crate::ddl::TableNames;
 use crate::sql::{qualified, server_code, server_message};
 
@@ -477,13 +477,7 @@ async fn check_writable_primary(
                 .await
                 .map_err(q("the replication status"))?;
             for row in rows {
-                let text = |names: &[&str]| {
-                    names.iter().find_map(|n| {
-                        row.get_opt::<Option<String>, _>(*n)
-                            .and_then(Result::ok)
-                            .flatten()
-                    })
-                };
+                let text = |names: &[&str]| replica_field(&row, names);
                 // "Connecting" is a running IO thread that has not reached its primary yet
                 let running = |names: &[&str]| {
                     text(names).is_some_and(|v| {
@@ -824,25 +818,10 @@ pub async fn replica_report(ep: &Endpoint) -> ReplicaReport {
         }
         Ok(None) => report.problem = Some("not a replica (replica status is empty)".into()),
         Ok(Some(row)) => {
-            let get = |names: &[&str]| -> Option<mysql_async::Value> {
-                names.iter().find_map(|n| {
-                    row.get_opt::<mysql_async::Value, _>(*n)
-                        .and_then(|r| r.ok())
-                })
-            };
-            let text = |v: Option<mysql_async::Value>| -> Option<String> {
-                match v {
-                    Some(mysql_async::Value::Bytes(b)) => {
-                        Some(String::from_utf8_lossy(&b).into_owned())
-                    }
-                    Some(mysql_async::Value::Int(i)) => Some(i.to_string()),
-                    Some(mysql_async::Value::UInt(i)) => Some(i.to_string()),
-                    _ => None,
-                }
-            };
-            report.io_running = text(get(&["Slave_IO_Running", "Replica_IO_Running"]));
-            report.sql_running = text(get(&["Slave_SQL_Running", "Replica_SQL_Running"]));
-            report.lag_seconds = text(get(&["Seconds_Behind_Master", "Seconds_Behind_Source"]))
+            let get = |names: &[&str]| replica_field(&row, names);
+            report.io_running = get(&["Slave_IO_Running", "Replica_IO_Running"]);
+            report.sql_running = get(&["Slave_SQL_Running", "Replica_SQL_Running"]);
+            report.lag_seconds = get(&["Seconds_Behind_Master", "Seconds_Behind_Source"])
                 .and_then(|s| s.parse().ok());
             if report.io_running.as_deref() != Some("Yes")
                 || report.sql_running.as_deref() != Some("Yes")

@@ -495,12 +495,8 @@ async fn replica_lag(r: &mut ReplicaWatch, db: &str, changelog: &str) -> Result<
             }
             Ok(None) => Err("not a replica".into()),
             Ok(Some(row)) => {
-                let get = |names: &[&str]| {
-                    names
-                        .iter()
-                        .find_map(|n| row.get_opt::<String, _>(*n).and_then(|r| r.ok()))
-                        .unwrap_or_default()
-                };
+                let get =
+                    |names: &[&str]| crate::conn::replica_field(&row, names).unwrap_or_default();
                 let io = get(&["Slave_IO_Running", "Replica_IO_Running"]);
                 let sql_t = get(&["Slave_SQL_Running", "Replica_SQL_Running"]);
                 if io == "Yes" && sql_t == "Yes" {
