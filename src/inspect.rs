@@ -118,8 +118,9 @@ pub struct ColumnInfo {
 
 /// The value MariaDB and MySQL put into existing rows when an ALTER adds a NOT NULL column
 /// without a DEFAULT: zero, the empty string, the first ENUM member (`1`, the member's index),
-/// the zero date or time. `None` for types without one (JSON, spatial types): there a native
-/// ALTER fails as the copy does.
+/// the zero date or time. `None` for the other types: for spatial ones MariaDB's native ALTER
+/// writes an empty value that no INSERT can write, so the plan's sample copy stops the run.
+/// (MariaDB's JSON is a LONGTEXT: it gets `''`, which its CHECK rejects, as the native ALTER's.)
 pub fn implicit_default(data_type: &str) -> Option<&'static str> {
     Some(match data_type.to_ascii_lowercase().as_str() {
         "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" | "decimal"

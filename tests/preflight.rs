@@ -313,6 +313,44 @@ async fn privileges_through_a_role_or_a_wildcard_database_grant_are_enough() {
     db.drop_db().await;
 }
 
+/// A new NOT NULL column without a DEFAULT whose type has no value an INSERT can write (a
+/// POINT; JSON, whose CHECK rejects the empty string, as the native ALTER's does) stops at the
+/// plan's sample copy, with `--execute`, and the table is left as it was.
+#[tokio::test]
+async fn new_not_null_columns_no_insert_can_fill_stop_at_the_plan() {
+    let mut db = orders("notnull_unfillable").await;
+    let n = db.name.clone();
+    let before = db.snapshot().await;
+    let run = |alter: &'static str| {
+        let n = n.clone();
+        async move {
+            zdm(
+                &n,
+                &[
+                    "--table",
+                    "orders",
+                    "--alter",
+                    alter,
+                    "--no-attempt-instant-ddl",
+                    "--execute",
+                ],
+            )
+            .await
+        }
+    };
+    assert_error(
+        &run("ADD COLUMN g POINT NOT NULL").await,
+        "plan: copying a sample of rows into a copy of the table with the new schema failed: Field 'g' doesn't have a default value (error 1364). The migration would fail the same way: fix the data or the ALTER first",
+    );
+    assert_error(
+        &run("ADD COLUMN j JSON NOT NULL").await,
+        &format!("plan: copying a sample of rows into a copy of the table with the new schema failed: CONSTRAINT `orders_zdm_prb.j` failed for `{n}`.`orders_zdm_prb` (error 4025). The migration would fail the same way: fix the data or the ALTER first"),
+    );
+    assert_eq!(db.snapshot().await, before);
+    assert_eq!(db.tables().await, vec!["orders".to_string()]);
+    db.drop_db().await;
+}
+
 #[tokio::test]
 async fn alters_that_cannot_be_done_online_are_refused_with_the_reason() {
     let mut db = orders("bad_alter").await;
