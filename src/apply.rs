@@ -16,8 +16,10 @@
 //! it. Nothing else writes into a range while its chunk runs, so copy and apply never collide.
 //!
 //! A flush never waits on an application's lock: its locking read is `NOWAIT`. A batch that
-//! hits a locked row backs off and retries; one that keeps conflicting is split, so a single
-//! long-locked row holds back only itself.
+//! hits a locked row goes to the back of the flush's queue (with a short pause when nothing
+//! else is left); one that keeps conflicting is split, and a single key whose row stays locked
+//! goes back to the set for the next flush: a long-locked row holds back only itself. Keys
+//! still pending at the cut-over are applied under its table lock, where no row lock is left.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
@@ -35,6 +37,12 @@ use crate::resync::{classify, describe_offending_row, resync, Failure, Mode, Sel
 pub const BATCH: usize = 500;
 /// Conflicts in a row before a batch is split.
 const SPLIT_AFTER: u32 = 3;
+/// Conflicts in a row before a single key goes back to the set, for the next flush.
+const GIVE_UP_AFTER: u32 = 6;
+/// Conflicts in one flush after which a conflicting batch goes back to the set whole: when
+/// most keys are locked (a long bulk UPDATE), splitting down to single keys would cost two
+/// tries per key.
+const CONFLICTS_PER_FLUSH: u32 = 64;
 /// Times a batch may hit a duplicate on a non-key unique index before it is a real violation.
 const DUPLICATE_RETRIES: u32 = 8;
 
@@ -256,18 +264,26 @@ impl Applier {
             failed: Mutex::new(None),
             lost: Mutex::new(None),
             stop: std::sync::atomic::AtomicBool::new(false),
+            conflicts: std::sync::atomic::AtomicU32::new(0),
         };
         let t = Arc::clone(&self.tables);
         let progress = Arc::clone(&self.progress);
+        // inserts that take turns run one at a time anyway: one worker then, so none waits for
+        // a turn only to find the work done
+        let workers = match (&t.insert_slot, mode) {
+            (Some(_), Mode::Locking | Mode::Snapshot) => 1,
+            _ => conns.len(),
+        };
         let applied: u64 = futures_util::future::join_all(
             conns
                 .iter_mut()
+                .take(workers)
                 .map(|c| flush_worker(c, &t, mode, &progress, &shared, cancel)),
         )
         .await
         .into_iter()
         .sum();
-        // keys of batches not done (a lost connection) go back to the set
+        // keys of batches not done (a lost connection, a row still locked) go back to the set
         self.pending.extend(
             shared
                 .returned
@@ -303,13 +319,15 @@ struct Batch {
 /// What the flush workers of one flush share. The mutexes are never held across an await.
 struct Shared {
     work: Mutex<VecDeque<Batch>>,
-    /// Keys of batches a worker could not finish because its connection broke.
+    /// Keys of batches not done: a worker's connection broke, or the row stayed locked.
     returned: Mutex<Vec<Key>>,
     /// The first error that ends the flush (data, fatal, cancelled).
     failed: Mutex<Option<ApplyError>>,
     /// Why a connection broke (the caller reconnects and flushes again).
     lost: Mutex<Option<String>>,
     stop: std::sync::atomic::AtomicBool,
+    /// Conflicts met in this flush.
+    conflicts: std::sync::atomic::AtomicU32,
 }
 
 impl Shared {
@@ -330,7 +348,16 @@ impl Shared {
     }
 }
 
+/// Pauses up to this long keep a flush worker's turn (see [`Tables::turn`]).
+const KEEP_TURN_MS: u64 = 20;
+
 /// One flush worker: takes batches until none is left, on its own connection.
+///
+/// When inserts into the ghost take turns, the worker keeps its turn from its first batch to
+/// its last, through the short pauses after a conflict: given back, each retry would queue
+/// behind a whole copy chunk (a batch meeting a few busy rows then lost a second per try, and
+/// its keys stayed pending for seconds). The copy waits for the flush instead; a pause longer
+/// than [`KEEP_TURN_MS`] (a row locked for long) gives the turn back.
 async fn flush_worker(
     conn: &mut Conn,
     t: &Tables,
@@ -340,6 +367,7 @@ async fn flush_worker(
     cancel: &CancellationToken,
 ) -> u64 {
     let mut applied = 0u64;
+    let mut turn = None;
     loop {
         if shared.stop.load(Relaxed) {
             return applied;
@@ -347,6 +375,9 @@ async fn flush_worker(
         if cancel.is_cancelled() {
             shared.fail(ApplyError::Cancelled);
             return applied;
+        }
+        if turn.is_none() && mode != Mode::UnderTableLock {
+            turn = t.turn().await;
         }
         let next = shared.work().pop_front();
         let Some(batch) = next else {
@@ -375,21 +406,36 @@ async fn flush_worker(
             Failure::Conflict => {
                 progress.conflicts.fetch_add(1, Relaxed);
                 let conflicts = batch.conflicts + 1;
-                if conflicts >= SPLIT_AFTER && batch.keys.len() > 1 {
+                // under the cut-over's table lock nothing is left for later
+                let give_up = mode != Mode::UnderTableLock
+                    && (conflicts >= GIVE_UP_AFTER
+                        || shared.conflicts.fetch_add(1, Relaxed) >= CONFLICTS_PER_FLUSH);
+                if give_up {
+                    shared
+                        .returned
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .extend(batch.keys);
+                } else if conflicts >= SPLIT_AFTER && batch.keys.len() > 1 {
                     let (a, b) = batch.keys.split_at(batch.keys.len() / 2);
                     let half = |k: &[Key]| Batch {
                         keys: k.to_vec(),
                         conflicts: 0,
                         duplicates: batch.duplicates,
                     };
-                    shared.work().push_front(half(b));
-                    shared.work().push_front(half(a));
+                    shared.work().extend([half(a), half(b)]);
                 } else {
-                    if backoff(conflicts, cancel).await.is_err() {
-                        shared.fail(ApplyError::Cancelled);
-                        return applied;
+                    // the other batches are the pause; alone, it waits a little
+                    if shared.work().is_empty() {
+                        if backoff_ms(conflicts) > KEEP_TURN_MS {
+                            turn = None;
+                        }
+                        if backoff(conflicts, cancel).await.is_err() {
+                            shared.fail(ApplyError::Cancelled);
+                            return applied;
+                        }
                     }
-                    shared.work().push_front(Batch { conflicts, ..batch });
+                    shared.work().push_back(Batch { conflicts, ..batch });
                 }
             }
             Failure::Duplicate(message) => {
@@ -408,6 +454,9 @@ async fn flush_worker(
                 match other {
                     Some(o) => keys.extend(o.keys),
                     None => {
+                        if backoff_ms(duplicates) > KEEP_TURN_MS {
+                            turn = None;
+                        }
                         if backoff(duplicates, cancel).await.is_err() {
                             shared.fail(ApplyError::Cancelled);
                             return applied;
@@ -466,11 +515,14 @@ fn padded(batch: &[Key]) -> Vec<&Key> {
 
 /// Growing pauses: 5 ms, 10 ms, 20 ms ... up to 500 ms.
 pub async fn backoff(attempt: u32, cancel: &CancellationToken) -> Result<(), ApplyError> {
-    let ms = (5u64 << attempt.min(7)).min(500);
     tokio::select! {
-        _ = tokio::time::sleep(Duration::from_millis(ms)) => Ok(()),
+        _ = tokio::time::sleep(Duration::from_millis(backoff_ms(attempt))) => Ok(()),
         _ = cancel.cancelled() => Err(ApplyError::Cancelled),
     }
+}
+
+fn backoff_ms(attempt: u32) -> u64 {
+    (5u64 << attempt.min(7)).min(500)
 }
 
 #[cfg(test)]

@@ -383,7 +383,10 @@ pub(crate) async fn copy_chunk(
             orig_pred: orig_pred.clone(),
             orig_params: orig_params.clone(),
         };
-        match resync(conn, t, sel, mode).await {
+        let turn = t.turn().await;
+        let r = resync(conn, t, sel, mode).await;
+        drop(turn);
+        match r {
             Ok(n) => return Ok(n),
             Err(e) => match classify(&e, &t.ghost_index) {
                 Failure::Connection => {

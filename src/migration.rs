@@ -492,7 +492,7 @@ impl Run<'_> {
             && autoinc_lock_mode.is_none_or(|m| m < 2);
         if serialize {
             tracing::info!(
-                "innodb_autoinc_lock_mode = {}: every INSERT ... SELECT into the ghost takes a table-level AUTO-INC lock, so copy chunks and applier batches take turns",
+                "innodb_autoinc_lock_mode = {}: every INSERT ... SELECT into the ghost takes a table-level AUTO-INC lock, so copy chunks and applier flushes take turns (one flush connection at a time)",
                 autoinc_lock_mode.map(|m| m.to_string()).unwrap_or_else(|| "?".into())
             );
         }

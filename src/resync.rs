@@ -52,7 +52,7 @@ pub struct Tables {
     /// holds a table-level AUTO-INC lock for the whole statement. A `NOWAIT` statement that
     /// meets it fails at once, so without this a flush kept failing against back-to-back copy
     /// chunks (measured here: 37 keys stuck for a whole 20 s copy). Waiting here instead costs
-    /// nothing on the server and holds no row lock.
+    /// nothing on the server and holds no row lock. Taken with [`Tables::turn`].
     pub insert_slot: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
 }
 
@@ -63,6 +63,15 @@ impl Tables {
 
     pub fn ghost_q(&self) -> String {
         qualified(&self.db, &self.ghost)
+    }
+
+    /// Waits for this session's turn to insert into the ghost, when inserts take turns (see
+    /// `insert_slot`); `None` when they do not. Held while [`resync`] runs in a transaction.
+    pub async fn turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match &self.insert_slot {
+            Some(s) => Some(std::sync::Arc::clone(s).lock_owned().await),
+            None => None,
+        }
     }
 
     fn delete_sql(&self, ghost_pred: &str) -> String {
@@ -127,7 +136,8 @@ pub enum Mode {
     UnderTableLock,
 }
 
-/// Runs the pair. Returns the rows inserted into the ghost.
+/// Runs the pair. Returns the rows inserted into the ghost. In a transaction (`Locking`,
+/// `Snapshot`) the caller holds its [`Tables::turn`].
 pub async fn resync(
     conn: &mut Conn,
     t: &Tables,
@@ -140,10 +150,6 @@ pub async fn resync(
         orig_pred,
         orig_params,
     } = sel;
-    let _slot = match &t.insert_slot {
-        Some(s) if mode != Mode::UnderTableLock => Some(s.lock().await),
-        _ => None,
-    };
     match mode {
         Mode::UnderTableLock => {
             conn.exec_drop(t.delete_sql(&ghost_pred), ghost_params)
