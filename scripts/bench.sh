@@ -20,6 +20,9 @@
 # table in the same transaction, latency from each transaction's intended start), and prints one
 # table: median wall time, ratio to native COPY, load tps, p50/p99/max latency, correctness
 # (table == control table after the change), zdm-ost's peak RSS. Timings are never asserted.
+#
+# ZDM_BIN=path runs that zdm-ost binary instead of the one just built (to compare two builds
+# on the same servers: run it twice with --keep-servers).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -55,6 +58,7 @@ if [[ " $METHODS " == *" ptosc "* ]] && ! command -v pt-online-schema-change >/d
 fi
 command -v /usr/bin/time >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null
 cargo build --release --quiet --bin zdm-ost --example bench_load
+ZDM_BIN=${ZDM_BIN:-./target/release/zdm-ost}
 
 reset_table() {
   sql <<SQL
@@ -92,7 +96,7 @@ run_method() { # method -> prints wall seconds (fails if the method failed); zdm
     ptosc) pt-online-schema-change --alter "$ALTER" "D=bench,t=sbtest,h=127.0.0.1,P=$PORT,u=root" \
              --execute --recursion-method=none --no-check-alter --set-vars lock_wait_timeout=5 \
              --chunk-time 0.5 --critical-load Threads_running=1000 --max-load Threads_running=500 >"$OUT/ptosc.log" 2>&1 || status=$? ;;
-    zdm) /usr/bin/time -v ./target/release/zdm-ost --host 127.0.0.1 --port "$PORT" --database bench --table sbtest \
+    zdm) /usr/bin/time -v "$ZDM_BIN" --host 127.0.0.1 --port "$PORT" --database bench --table sbtest \
              --alter "$ALTER" --execute --ok-to-drop-table --json $ZDM_ARGS >"$OUT/zdm.out" 2>"$OUT/zdm.err" || status=$?
          awk -F': ' '/Maximum resident set size/ {print $2}' "$OUT/zdm.err" >"$OUT/rss"
          awk -F': ' '/User time|System time/ {s += $2} END {printf "%.2f", s}' "$OUT/zdm.err" >"$OUT/cpu" ;;
