@@ -43,6 +43,26 @@ fn zdm(db: &str, args: &[&str], env: &[(&str, &str)]) -> Running {
     Running::spawn(primary_port(), db, &all, env)
 }
 
+/// zdm-ost with its control socket served and the cut-over postponed by a flag file, once it
+/// waits for the cut-over: the run, the socket and the flag file.
+async fn postponed(db: &str, test: &str, args: &[&str]) -> (Running, PathBuf, PathBuf) {
+    let dir = scratch(test);
+    let sock = dir.join("ctl.sock");
+    let flag = dir.join("postpone");
+    std::fs::write(&flag, "").unwrap();
+    let mut all = vec![
+        "--serve-socket-file",
+        sock.to_str().unwrap(),
+        "--postpone-cut-over-flag-file",
+        flag.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    let run = zdm(db, &all, &[]);
+    run.wait_for("cut-over postponed", Duration::from_secs(60))
+        .await;
+    (run, sock, flag)
+}
+
 /// One command over the control socket; its one-line answer.
 async fn ask(socket: &std::path::Path, cmd: &str) -> String {
     let s = tokio::net::UnixStream::connect(socket)
@@ -324,28 +344,12 @@ async fn max_load_pauses_and_critical_load_aborts_with_the_original_intact() {
 async fn every_control_command_is_answered_over_a_real_socket() {
     let mut db = TestDb::new("c_socket").await;
     std_table(&mut db, 2000).await;
-    let dir = scratch("socket");
-    let sock = dir.join("ctl.sock");
-    let postpone = dir.join("postpone");
-    std::fs::write(&postpone, "").unwrap();
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let run = zdm(
-        &db.name,
-        &[
-            "--serve-socket-file",
-            sock.to_str().unwrap(),
-            "--serve-tcp-port",
-            &port.to_string(),
-            "--postpone-cut-over-flag-file",
-            postpone.to_str().unwrap(),
-        ],
-        &[],
-    );
-    run.wait_for("cut-over postponed", Duration::from_secs(60))
-        .await;
+    let (run, sock, _flag) =
+        postponed(&db.name, "socket", &["--serve-tcp-port", &port.to_string()]).await;
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
@@ -455,22 +459,7 @@ async fn postponed_cut_over_waits_in_sync_until_unpostpone() {
         false,
     )
     .await;
-    let dir = scratch("postpone");
-    let sock = dir.join("ctl.sock");
-    let flag = dir.join("postpone");
-    std::fs::write(&flag, "").unwrap();
-    let run = zdm(
-        &db.name,
-        &[
-            "--postpone-cut-over-flag-file",
-            flag.to_str().unwrap(),
-            "--serve-socket-file",
-            sock.to_str().unwrap(),
-        ],
-        &[],
-    );
-    run.wait_for("cut-over postponed", Duration::from_secs(60))
-        .await;
+    let (run, sock, flag) = postponed(&db.name, "postpone", &[]).await;
     let applied = status(&sock).await["applied_changes"].as_u64().unwrap();
     tokio::time::sleep(Duration::from_millis(1000)).await;
     // still the old table, and the ghost keeps up with the writer
@@ -524,22 +513,7 @@ async fn ghost_catches_up(conn: &mut Conn, id: u64) -> Option<i64> {
 async fn a_row_kept_locked_holds_back_only_its_own_change() {
     let mut db = TestDb::new("c_locked_row").await;
     std_table(&mut db, 1000).await;
-    let dir = scratch("locked-row");
-    let sock = dir.join("ctl.sock");
-    let flag = dir.join("postpone");
-    std::fs::write(&flag, "").unwrap();
-    let run = zdm(
-        &db.name,
-        &[
-            "--postpone-cut-over-flag-file",
-            flag.to_str().unwrap(),
-            "--serve-socket-file",
-            sock.to_str().unwrap(),
-        ],
-        &[],
-    );
-    run.wait_for("cut-over postponed", Duration::from_secs(60))
-        .await;
+    let (run, sock, _flag) = postponed(&db.name, "locked-row", &[]).await;
     // applying paused: both changes wait in one batch
     assert_eq!(ask(&sock, "throttle").await, "ok: throttled");
     let change = "SET a = a + 1000 WHERE id IN";
@@ -766,31 +740,18 @@ async fn hooks_run_with_their_environment_and_a_failing_before_cut_over_aborts()
 async fn metrics_are_scraped_over_http_while_migrating() {
     let mut db = TestDb::new("c_metrics").await;
     std_table(&mut db, 2000).await;
-    let dir = scratch("metrics");
-    let flag = dir.join("postpone");
-    std::fs::write(&flag, "").unwrap();
-    let sock = dir.join("ctl.sock");
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
+    let metrics_addr = format!("127.0.0.1:{port}");
     let replica = format!("127.0.0.1:{}", replica_port());
-    let run = zdm(
+    let (run, sock, flag) = postponed(
         &db.name,
-        &[
-            "--metrics-addr",
-            &format!("127.0.0.1:{port}"),
-            "--postpone-cut-over-flag-file",
-            flag.to_str().unwrap(),
-            "--serve-socket-file",
-            sock.to_str().unwrap(),
-            "--replica",
-            &replica,
-        ],
-        &[],
-    );
-    run.wait_for("cut-over postponed", Duration::from_secs(60))
-        .await;
+        "metrics",
+        &["--metrics-addr", &metrics_addr, "--replica", &replica],
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
