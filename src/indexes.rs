@@ -21,6 +21,10 @@ use crate::error::Error;
 use crate::sql::{qualified, quote_ident, server_code, server_message};
 use crate::throttle::Throttle;
 
+/// Changed keys collected, not applied, while the server builds the indexes; past this many the
+/// applier flushes anyway (about 80 bytes a key).
+const HELD_DURING_BUILD: usize = 50_000;
+
 /// A secondary index of the ghost built after the copy: its name and its clause in the ghost's
 /// definition (`KEY `k` (`k`)`), which `ALTER TABLE ... ADD` accepts as it is.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -121,8 +125,16 @@ pub struct Build<'a> {
 
 impl Build<'_> {
     /// Adds the deferred indexes the ghost lacks in one online ALTER (`ALGORITHM=INPLACE,
-    /// LOCK=NONE`: the applier keeps writing to the ghost meanwhile; the server logs those
-    /// changes and merges them at the end), following the binlog on `follower` while it runs.
+    /// LOCK=NONE`), following the binlog on `follower` while it runs.
+    ///
+    /// The changed keys are collected meanwhile, not applied (up to [`HELD_DURING_BUILD`]): the
+    /// server logs writes to the ghost made during the build and merges them in its last step,
+    /// under the index's latch, and an applier statement waiting on that latch holds the row
+    /// locks of its locking read on the original, so application writes to those rows waited
+    /// with it. Measured with the benchmark's unpaced load (1M rows, ~2,000 txn/s), two runs
+    /// each: worst application stall 196 and 312 ms, both in the build's last 0.4 s, when
+    /// applying through the build; 126 and 71 ms, neither in the build, when collecting.
+    /// The catch-up before the cut-over applies what was collected.
     /// `conn` reads the ghost's definition and can kill the build. Returns the milliseconds it
     /// took.
     pub async fn run(
@@ -174,7 +186,8 @@ impl Build<'_> {
             });
             let followed: Result<(), Error> = loop {
                 let until = tokio::time::Instant::now() + Duration::from_millis(100);
-                if let Err(e) = follower.follow(None, until, true, self.cancel).await {
+                let flush = follower.applier.backlog() >= HELD_DURING_BUILD;
+                if let Err(e) = follower.follow(None, until, flush, self.cancel).await {
                     break Err(e.into());
                 }
                 if task.is_finished() {
