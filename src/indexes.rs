@@ -129,12 +129,14 @@ impl Build<'_> {
     ///
     /// The changed keys are collected meanwhile, not applied (up to [`HELD_DURING_BUILD`]): the
     /// server logs writes to the ghost made during the build and merges them in its last step,
-    /// under the index's latch, and an applier statement waiting on that latch holds the row
-    /// locks of its locking read on the original, so application writes to those rows waited
-    /// with it. Measured with the benchmark's unpaced load (1M rows, ~2,000 txn/s), two runs
-    /// each: worst application stall 196 and 312 ms, both in the build's last 0.4 s, when
-    /// applying through the build; 126 and 71 ms, neither in the build, when collecting.
-    /// The catch-up before the cut-over applies what was collected.
+    /// and with the applier writing through the build the application's commits stalled in that
+    /// step (seen waiting in `COMMIT`, not on row locks; which server latch they wait on was not
+    /// pinned down). Measured with the benchmark's unpaced load (1M rows, ~2,000 txn/s), four
+    /// runs each: worst application stall 196-436 ms, in the build's last 0.4 s, when applying
+    /// through the build; 71-126 ms, none in the build, when collecting. The catch-up before
+    /// the cut-over applies what was collected (2-3 s of it under that load, 0.2 s at 500
+    /// txn/s).
+    ///
     /// `conn` reads the ghost's definition and can kill the build. Returns the milliseconds it
     /// took.
     pub async fn run(
