@@ -353,7 +353,9 @@ async fn instant(
 }
 
 /// Every `--status-interval` while the run works on the tables (copy to cut-over), whatever
-/// it is doing: a status line (unless the progress bar shows it) and the `on-status` hook.
+/// it is doing: a status line (unless the progress bar shows it) and the `on-status` hook
+/// (skipped while the previous one still runs: a hook slower than the interval must not pile
+/// up).
 fn spawn_status_ticker(
     progress: Arc<Progress>,
     hooks: Hooks,
@@ -362,6 +364,7 @@ fn spawn_status_ticker(
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let mut hook: Option<tokio::task::JoinHandle<()>> = None;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
@@ -376,8 +379,12 @@ fn spawn_status_ticker(
             if print {
                 tracing::info!("{}", progress.status_line());
             }
-            let hooks = hooks.clone();
-            tokio::spawn(async move { hooks.notify("on-status", &[]).await });
+            if hook.as_ref().is_none_or(|h| h.is_finished()) {
+                let hooks = hooks.clone();
+                hook = Some(tokio::spawn(
+                    async move { hooks.notify("on-status", &[]).await },
+                ));
+            }
         }
     })
 }

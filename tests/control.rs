@@ -646,7 +646,12 @@ async fn hooks_run_with_their_environment_and_a_failing_before_cut_over_aborts()
         hook(
             &dir,
             name,
-            &format!("env | grep '^ZDM_' | sort > {}/{name}.env", out.display()),
+            // written whole or not at all: an on-status hook still running when zdm-ost
+            // exits is killed halfway
+            &format!(
+                "env | grep '^ZDM_' | sort > {o}/{name}.$$ && mv {o}/{name}.$$ {o}/{name}.env",
+                o = out.display()
+            ),
         );
     }
     let (code, _, err) = zdm(
