@@ -45,6 +45,8 @@ const GIVE_UP_AFTER: u32 = 6;
 const CONFLICTS_PER_FLUSH: u32 = 64;
 /// Times a batch may hit a duplicate on a non-key unique index before it is a real violation.
 const DUPLICATE_RETRIES: u32 = 8;
+/// Pauses up to this long keep a flush worker's turn (see [`Tables::turn`]).
+const KEEP_TURN_MS: u64 = 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -346,10 +348,15 @@ impl Shared {
     fn remaining(&self) -> u64 {
         self.work().iter().map(|b| b.keys.len() as u64).sum()
     }
-}
 
-/// Pauses up to this long keep a flush worker's turn (see [`Tables::turn`]).
-const KEEP_TURN_MS: u64 = 20;
+    /// Keys this flush leaves for the next one.
+    fn give_back(&self, keys: Vec<Key>) {
+        self.returned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(keys);
+    }
+}
 
 /// One flush worker: takes batches until none is left, on its own connection.
 ///
@@ -411,11 +418,7 @@ async fn flush_worker(
                     && (conflicts >= GIVE_UP_AFTER
                         || shared.conflicts.fetch_add(1, Relaxed) >= CONFLICTS_PER_FLUSH);
                 if give_up {
-                    shared
-                        .returned
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .extend(batch.keys);
+                    shared.give_back(batch.keys);
                 } else if conflicts >= SPLIT_AFTER && batch.keys.len() > 1 {
                     let (a, b) = batch.keys.split_at(batch.keys.len() / 2);
                     let half = |k: &[Key]| Batch {
@@ -426,14 +429,11 @@ async fn flush_worker(
                     shared.work().extend([half(a), half(b)]);
                 } else {
                     // the other batches are the pause; alone, it waits a little
-                    if shared.work().is_empty() {
-                        if backoff_ms(conflicts) > KEEP_TURN_MS {
-                            turn = None;
-                        }
-                        if backoff(conflicts, cancel).await.is_err() {
-                            shared.fail(ApplyError::Cancelled);
-                            return applied;
-                        }
+                    if shared.work().is_empty()
+                        && pause(conflicts, &mut turn, cancel).await.is_err()
+                    {
+                        shared.fail(ApplyError::Cancelled);
+                        return applied;
                     }
                     shared.work().push_back(Batch { conflicts, ..batch });
                 }
@@ -454,10 +454,7 @@ async fn flush_worker(
                 match other {
                     Some(o) => keys.extend(o.keys),
                     None => {
-                        if backoff_ms(duplicates) > KEEP_TURN_MS {
-                            turn = None;
-                        }
-                        if backoff(duplicates, cancel).await.is_err() {
+                        if pause(duplicates, &mut turn, cancel).await.is_err() {
                             shared.fail(ApplyError::Cancelled);
                             return applied;
                         }
@@ -483,11 +480,7 @@ async fn flush_worker(
             }
             Failure::Connection => {
                 // this worker stops; its keys go back to the set and the caller reconnects
-                shared
-                    .returned
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .extend(batch.keys);
+                shared.give_back(batch.keys);
                 *shared.lost.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
                 return applied;
             }
@@ -523,6 +516,19 @@ pub async fn backoff(attempt: u32, cancel: &CancellationToken) -> Result<(), App
 
 fn backoff_ms(attempt: u32) -> u64 {
     (5u64 << attempt.min(7)).min(500)
+}
+
+/// A flush worker's [`backoff`], giving its turn back first when the pause is longer than
+/// [`KEEP_TURN_MS`].
+async fn pause(
+    attempt: u32,
+    turn: &mut Option<tokio::sync::OwnedMutexGuard<()>>,
+    cancel: &CancellationToken,
+) -> Result<(), ApplyError> {
+    if backoff_ms(attempt) > KEEP_TURN_MS {
+        *turn = None;
+    }
+    backoff(attempt, cancel).await
 }
 
 #[cfg(test)]
