@@ -213,6 +213,10 @@ impl ServerInfo {
     }
 }
 
+/// The replica-status fields saying whether the replication threads run, under both names.
+pub const IO_RUNNING: &[&str] = &["Slave_IO_Running", "Replica_IO_Running"];
+pub const SQL_RUNNING: &[&str] = &["Slave_SQL_Running", "Replica_SQL_Running"];
+
 /// A field of a replica-status row under whichever of its names the server uses
 /// (`Slave_IO_Running` or `Replica_IO_Running`, `Master_Host` or `Source_Host`, ...), as text.
 pub fn replica_field(row: &mysql_async::Row, names: &[&str]) -> Option<String> {

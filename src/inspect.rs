@@ -9,7 +9,7 @@ use mysql_async::prelude::*;
 use mysql_async::{Conn, Row};
 use serde::Serialize;
 
-use crate::conn::{replica_field, Endpoint, Flavor, ServerInfo};
+use crate::conn::{replica_field, Endpoint, Flavor, ServerInfo, IO_RUNNING, SQL_RUNNING};
 use crate::ddl::TableNames;
 use crate::sql::{qualified, server_code, server_message};
 
@@ -485,9 +485,7 @@ async fn check_writable_primary(
                         v.eq_ignore_ascii_case("yes") || v.eq_ignore_ascii_case("connecting")
                     })
                 };
-                if running(&["Slave_IO_Running", "Replica_IO_Running"])
-                    || running(&["Slave_SQL_Running", "Replica_SQL_Running"])
-                {
+                if running(IO_RUNNING) || running(SQL_RUNNING) {
                     let host = text(&["Master_Host", "Source_Host"]).unwrap_or_default();
                     let port = text(&["Master_Port", "Source_Port"]).unwrap_or_default();
                     return Err(PreflightError::IsReplica {
@@ -820,8 +818,8 @@ pub async fn replica_report(ep: &Endpoint) -> ReplicaReport {
         Ok(None) => report.problem = Some("not a replica (replica status is empty)".into()),
         Ok(Some(row)) => {
             let get = |names: &[&str]| replica_field(&row, names);
-            report.io_running = get(&["Slave_IO_Running", "Replica_IO_Running"]);
-            report.sql_running = get(&["Slave_SQL_Running", "Replica_SQL_Running"]);
+            report.io_running = get(IO_RUNNING);
+            report.sql_running = get(SQL_RUNNING);
             report.lag_seconds = get(&["Seconds_Behind_Master", "Seconds_Behind_Source"])
                 .and_then(|s| s.parse().ok());
             if report.io_running.as_deref() != Some("Yes")

@@ -497,8 +497,8 @@ async fn replica_lag(r: &mut ReplicaWatch, db: &str, changelog: &str) -> Result<
             Ok(Some(row)) => {
                 let get =
                     |names: &[&str]| crate::conn::replica_field(&row, names).unwrap_or_default();
-                let io = get(&["Slave_IO_Running", "Replica_IO_Running"]);
-                let sql_t = get(&["Slave_SQL_Running", "Replica_SQL_Running"]);
+                let io = get(crate::conn::IO_RUNNING);
+                let sql_t = get(crate::conn::SQL_RUNNING);
                 if io == "Yes" && sql_t == "Yes" {
                     Ok(())
                 } else {

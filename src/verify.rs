@@ -75,6 +75,13 @@ fn sql(what: &'static str) -> impl Fn(mysql_async::Error) -> VerifyError {
     }
 }
 
+fn connecting(e: crate::conn::ConnError) -> VerifyError {
+    VerifyError::Sql {
+        what: "connecting",
+        reason: e.to_string(),
+    }
+}
+
 /// A key range `(lo, hi]`, either end open.
 pub type Range = (Option<Key>, Option<Key>);
 
@@ -281,21 +288,10 @@ impl Verify<'_> {
                 .endpoint
                 .connect_with(self.endpoint.opts(secs))
                 .await
-                .map_err(|e| VerifyError::Sql {
-                    what: "connecting",
-                    reason: e.to_string(),
-                })?;
+                .map_err(connecting)?;
             let mut snaps = Vec::with_capacity(2);
             for _ in 0..2 {
-                snaps.push(
-                    self.endpoint
-                        .connect()
-                        .await
-                        .map_err(|e| VerifyError::Sql {
-                            what: "connecting",
-                            reason: e.to_string(),
-                        })?,
-                );
+                snaps.push(self.endpoint.connect().await.map_err(connecting)?);
             }
             // READ first: while it waits it holds nobody up, and long readers do not block it;
             // but new write transactions pass a pending READ lock, so under a busy write load
@@ -470,10 +466,7 @@ async fn find_chunks(
     progress: &Progress,
     tx: tokio::sync::mpsc::Sender<Range>,
 ) -> Result<(), VerifyError> {
-    let mut conn = endpoint.connect().await.map_err(|e| VerifyError::Sql {
-        what: "connecting",
-        reason: e.to_string(),
-    })?;
+    let mut conn = endpoint.connect().await.map_err(connecting)?;
     let found = find_chunks_on(&mut conn, t, progress, tx).await;
     let _ = conn.disconnect().await;
     found
