@@ -602,6 +602,8 @@ pub struct Follower {
     pub sentinels: VecDeque<String>,
     /// Hard throttle reasons pause flushing (keys keep being collected).
     pub throttle: Option<Arc<crate::throttle::Throttle>>,
+    /// Once the copy is done, the checkpoint follows `safe_pos` from here.
+    pub checkpoint: Option<crate::checkpoint::Periodic>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -655,6 +657,9 @@ impl Follower {
                     }
                 }
                 _ = cancel.cancelled() => return Err(ApplyError::Cancelled.into()),
+            }
+            if let (Some(c), Some(pos)) = (&mut self.checkpoint, &self.safe_pos) {
+                c.tick(pos, self.safe_watermark.as_ref()).await;
             }
             let paused = self
                 .throttle

@@ -95,6 +95,64 @@ pub async fn write(
     .await
 }
 
+/// Keeps the checkpoint's position current once the copy is done, written from inside the
+/// [`crate::apply::Follower`] as it applies: the checksum and above all a postponed cut-over can
+/// last hours, and a run killed then must resume from a recent position, not from the one where
+/// the copy ended, which the server may have purged by then. Each write is the copy's last
+/// checkpoint with the follower's safe position, on a connection of its own.
+pub struct Periodic {
+    conn: Conn,
+    db: String,
+    table: String,
+    last: Checkpoint,
+    /// The copy's watermark, recorded unless the follower holds keys back below it.
+    copied: Option<Key>,
+    next: std::time::Instant,
+}
+
+impl Periodic {
+    pub fn new(conn: Conn, db: &str, table: &str, last: Checkpoint) -> Periodic {
+        Periodic {
+            conn,
+            db: db.to_string(),
+            table: table.to_string(),
+            copied: last.watermark.clone(),
+            last,
+            next: std::time::Instant::now() + EVERY,
+        }
+    }
+
+    /// The phase the next writes record.
+    pub fn set_phase(&mut self, phase: &str) {
+        self.last.phase = phase.to_string();
+    }
+
+    /// Writes the checkpoint at `pos` when [`EVERY`] has passed since the last write and the
+    /// position moved. `watermark`: the follower's, when it held keys back at `pos`.
+    pub async fn tick(&mut self, pos: &BinlogPos, watermark: Option<&Option<Key>>) {
+        if std::time::Instant::now() >= self.next && self.last.pos != *pos {
+            self.write(pos, watermark).await;
+        }
+    }
+
+    /// Writes the checkpoint at `pos`. A failed write is logged: the next one may succeed.
+    async fn write(&mut self, pos: &BinlogPos, watermark: Option<&Option<Key>>) {
+        self.next = std::time::Instant::now() + EVERY;
+        self.last.pos = pos.clone();
+        self.last.watermark = watermark.cloned().unwrap_or_else(|| self.copied.clone());
+        if let Err(e) = write(&mut self.conn, &self.db, &self.table, &self.last).await {
+            tracing::warn!(
+                "could not write the checkpoint: {}",
+                crate::sql::server_message(&e)
+            );
+        }
+    }
+
+    pub async fn close(self) {
+        let _ = self.conn.disconnect().await;
+    }
+}
+
 /// The checkpoint, if the table exists and holds one.
 pub async fn read(
     conn: &mut Conn,

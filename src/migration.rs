@@ -636,6 +636,7 @@ impl Run<'_> {
             safe_watermark: None,
             sentinels: Default::default(),
             throttle: Some(Arc::clone(&self.throttle)),
+            checkpoint: None,
         };
         let watermark = self.resume.as_ref().and_then(|c| c.watermark.clone());
         if let Some(w) = &watermark {
@@ -761,6 +762,23 @@ impl Run<'_> {
 
         let copied = copied + resumed_rows;
 
+        // From here on the follower keeps the checkpoint current as it applies: the checksum,
+        // and a postponed cut-over above all, can last hours.
+        let mut last = ckp(Phase::Verifying, &follower);
+        last.watermark = self.progress.watermark();
+        match ep.connect().await {
+            Ok(c) => {
+                follower.checkpoint = Some(checkpoint::Periodic::new(
+                    c,
+                    db,
+                    &self.names.checkpoint,
+                    last,
+                ))
+            }
+            Err(e) => tracing::warn!(
+                "the checkpoint will not follow the applier after the copy (connecting: {e}); a resumed run would start from where the copy ended"
+            ),
+        }
         // Verify.
         self.save_checkpoint(conn, &ckp(Phase::Verifying, &follower))
             .await;
@@ -808,6 +826,9 @@ impl Run<'_> {
             None
         } else {
             self.progress.set_phase(Phase::Indexing);
+            if let Some(c) = &mut follower.checkpoint {
+                c.set_phase(&Phase::Indexing.to_string());
+            }
             self.save_checkpoint(conn, &ckp(Phase::Indexing, &follower))
                 .await;
             let build = crate::indexes::Build {
@@ -842,6 +863,9 @@ impl Run<'_> {
 
         // Cut over.
         self.progress.set_phase(Phase::CuttingOver);
+        if let Some(c) = follower.checkpoint.take() {
+            c.close().await;
+        }
         self.save_checkpoint(conn, &ckp(Phase::CuttingOver, &follower))
             .await;
         crate::failpoint::hit("cut-over-start").await;

@@ -420,3 +420,82 @@ async fn resume_after_the_swap_already_happened_says_the_migration_is_done() {
     );
     db.drop_db().await;
 }
+
+/// The checkpoint's binlog position, `file:pos`, zero-padded so that later sorts after.
+async fn checkpoint_pos(db: &mut TestDb) -> String {
+    let (file, pos): (String, u64) = db
+        .conn
+        .query_first("SELECT binlog_file, binlog_pos FROM t_zdm_ckp WHERE id = 1")
+        .await
+        .unwrap()
+        .unwrap();
+    format!("{file}:{pos:020}")
+}
+
+/// While the cut-over waits (postponed here; the checksum and the index build alike) the
+/// checkpoint follows the applier, so a run killed hours into a postponed cut-over resumes from a
+/// recent binlog position, not from where its copy ended, which the server may have purged by
+/// then. (It used to stay where the copy ended.)
+#[tokio::test]
+async fn a_postponed_run_keeps_its_checkpoint_current_and_resumes_from_it() {
+    let (mut db, writers) =
+        std_table_with_writers("v_ckp_follow", 3000, 1, Duration::from_millis(2)).await;
+    let flag = std::env::temp_dir().join(format!("zdm-test-ckp-follow-{}", std::process::id()));
+    std::fs::write(&flag, "").unwrap();
+    let run = zdm(
+        primary_port(),
+        &db.name,
+        &["--postpone-cut-over-flag-file", flag.to_str().unwrap()],
+        &[],
+    );
+    run.wait_for("cut-over postponed", Duration::from_secs(60))
+        .await;
+    let at_copy_end = checkpoint_pos(&mut db).await;
+    // a later binlog file: the writer's changes from here on are in it
+    db.exec("FLUSH BINARY LOGS").await;
+    let status: Row = db
+        .conn
+        .query_first("SHOW MASTER STATUS")
+        .await
+        .unwrap()
+        .unwrap();
+    let rotated = format!("{}:{:020}", status.get::<String, _>(0).unwrap(), 0);
+    let mut followed = at_copy_end.clone();
+    for _ in 0..100 {
+        followed = checkpoint_pos(&mut db).await;
+        if followed > rotated {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        followed > rotated,
+        "the checkpoint stayed at {followed} (at the end of the copy: {at_copy_end}) while the binlog moved on to {rotated}"
+    );
+    run.kill().await;
+    std::fs::remove_file(&flag).unwrap();
+    let (code, _, err) = zdm(primary_port(), &db.name, &["--resume"], &[])
+        .finish()
+        .await;
+    assert_eq!(code, Some(0), "{err}");
+    let resumed_at = err
+        .lines()
+        .find_map(|l| l.split("resuming the migration interrupted at ").nth(1))
+        .unwrap_or_else(|| panic!("{err}"))
+        .to_string();
+    let (file, rest) = resumed_at.split_once(':').unwrap();
+    let pos: u64 = rest
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        format!("{file}:{pos:020}") >= followed,
+        "resumed at {resumed_at}, before the checkpoint {followed}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    writers.stop_without_errors().await;
+    assert_same_as_control(&mut db.conn).await;
+    db.drop_db().await;
+}
