@@ -16,6 +16,8 @@
 # and replica (ZDM_INNODB_BUFFER_POOL_SIZE, ZDM_INNODB_LOG_FILE_SIZE to change; the benchmark
 # runs servers of its own with more), 128M and 48M on throwaway instances. The redo log is
 # allocated in full when a datadir is created, so every server costs its size in disk.
+# ZDM_MARIADBD_OPTS adds server options to the primary and replica, space-separated
+# (e.g. "innodb_autoinc_lock_mode=2"; the benchmark uses it to compare server settings).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -215,8 +217,10 @@ case "$cmd" in
   start)
     ensure_installed
     mkdir -p "$ENV_DIR"
-    write_cnf primary "$PRIMARY_PORT" 1 "$BUFFER_POOL" "$LOG_FILE"
-    write_cnf replica "$REPLICA_PORT" 2 "$BUFFER_POOL" "$LOG_FILE"
+    # shellcheck disable=SC2086 # one option per word
+    write_cnf primary "$PRIMARY_PORT" 1 "$BUFFER_POOL" "$LOG_FILE" ${ZDM_MARIADBD_OPTS:-}
+    # shellcheck disable=SC2086
+    write_cnf replica "$REPLICA_PORT" 2 "$BUFFER_POOL" "$LOG_FILE" ${ZDM_MARIADBD_OPTS:-}
     start_one primary "$PRIMARY_PORT"
     start_one replica "$REPLICA_PORT"
     setup_replication
