@@ -27,7 +27,7 @@ use mysql_async::Conn;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::backoff;
-use crate::key::{compare_predicate, display_range, range_predicate, Cmp, Key, KeyPart};
+use crate::key::{display_range, range_predicate, Key, KeyPart};
 use crate::progress::Progress;
 use crate::resync::{classify, describe_offending_row, resync, Failure, Mode, Selection, Tables};
 use crate::sql::{ident_list, quote_ident, server_message};
@@ -187,20 +187,10 @@ pub async fn copy(
             size.store(requested.clamp(MIN_CHUNK, max_chunk), Relaxed);
         }
         // the chunk's upper bound: `size` rows on, but never past `max`
-        let (le_max, le_params) = compare_predicate(&t.key_orig, Cmp::Le, &max);
-        let (mut where_sql, mut params) = (le_max, le_params);
-        if let Some(p) = &prev {
-            let (gt, gp) = compare_predicate(&t.key_orig, Cmp::Gt, p);
-            where_sql = format!("{gt} AND {where_sql}");
-            params = gp.into_iter().chain(params).collect();
-        }
-        let boundary_sql = format!(
-            "SELECT /* zdm-ost */ {keys} FROM {} FORCE INDEX ({}) WHERE {where_sql} ORDER BY {keys} LIMIT 1 OFFSET {}",
-            t.orig_q(),
-            quote_ident(&t.key_index),
-            size.load(Relaxed) - 1
-        );
-        let hi: Option<mysql_async::Row> = match conn.exec_first(boundary_sql, params).await {
+        let hi = match t
+            .key_after(conn, prev.as_ref(), Some(&max), size.load(Relaxed))
+            .await
+        {
             Ok(h) => h,
             Err(e) => {
                 stop.cancel();
@@ -209,14 +199,7 @@ pub async fn copy(
             }
         };
         let last = hi.is_none();
-        let hi: Key = match hi {
-            Some(r) => r
-                .unwrap()
-                .into_iter()
-                .map(KeyPart::from_query_value)
-                .collect(),
-            None => max.clone(),
-        };
+        let hi: Key = hi.unwrap_or_else(|| max.clone());
         let chunk = Chunk {
             index,
             lo: prev.clone(),

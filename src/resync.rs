@@ -22,7 +22,7 @@
 use mysql_async::prelude::*;
 use mysql_async::{Conn, TxOpts, Value};
 
-use crate::key::{display_key, Key, KeyPart};
+use crate::key::{compare_predicate, display_key, Cmp, Key, KeyPart};
 use crate::sql::{ident_list, qualified, quote_ident};
 
 /// The tables of one migration and how rows map between them.
@@ -72,6 +72,43 @@ impl Tables {
             Some(s) => Some(std::sync::Arc::clone(s).lock_owned().await),
             None => None,
         }
+    }
+
+    /// The key `rows` rows on from `after` (from the first row when `None`) in the original's
+    /// key order, not past `upto`: an index seek plus a short walk of the index, never an OFFSET
+    /// from the table's start. `None` when fewer rows remain.
+    pub async fn key_after(
+        &self,
+        conn: &mut Conn,
+        after: Option<&Key>,
+        upto: Option<&Key>,
+        rows: u64,
+    ) -> Result<Option<Key>, mysql_async::Error> {
+        let mut preds = Vec::new();
+        let mut params = Vec::new();
+        for (cmp, k) in [(Cmp::Gt, after), (Cmp::Le, upto)] {
+            if let Some(k) = k {
+                let (p, v) = compare_predicate(&self.key_orig, cmp, k);
+                preds.push(p);
+                params.extend(v);
+            }
+        }
+        let keys = ident_list(&self.key_orig);
+        let sql = format!(
+            "SELECT /* zdm-ost */ {keys} FROM {} FORCE INDEX ({}) WHERE {} ORDER BY {keys} LIMIT 1 OFFSET {}",
+            self.orig_q(),
+            quote_ident(&self.key_index),
+            if preds.is_empty() { "1 = 1".to_string() } else { preds.join(" AND ") },
+            rows.max(1) - 1
+        );
+        // (binary protocol, so the key comes back typed like every other key)
+        let row: Option<mysql_async::Row> = conn.exec_first(sql, params).await?;
+        Ok(row.map(|r| {
+            r.unwrap()
+                .into_iter()
+                .map(KeyPart::from_query_value)
+                .collect()
+        }))
     }
 
     fn delete_sql(&self, ghost_pred: &str) -> String {

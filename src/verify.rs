@@ -23,17 +23,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::*;
-use mysql_async::{Conn, Value};
+use mysql_async::Conn;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::{FollowError, Follower};
 use crate::changelog::write_sentinel;
 use crate::conn::Endpoint;
 use crate::inspect::TableInfo;
-use crate::key::{compare_predicate, display_range, range_predicate, Cmp, Key, KeyPart};
+use crate::key::{display_range, range_predicate, Key};
 use crate::progress::Progress;
 use crate::resync::Tables;
-use crate::sql::{ident_list, quote_ident, server_code, server_message};
+use crate::sql::{quote_ident, server_code, server_message};
 
 /// Rows per checksum chunk.
 pub const CHUNK: u64 = 5000;
@@ -478,32 +478,13 @@ async fn find_chunks_on(
     progress: &Progress,
     tx: tokio::sync::mpsc::Sender<Range>,
 ) -> Result<(), VerifyError> {
-    let keys = ident_list(&t.key_orig);
-    let sql_text = |where_sql: &str| {
-        format!(
-            "SELECT /* zdm-ost */ {keys} FROM {} FORCE INDEX ({}) WHERE {where_sql} ORDER BY {keys} LIMIT 1 OFFSET {}",
-            t.orig_q(),
-            quote_ident(&t.key_index),
-            CHUNK - 1
-        )
-    };
     let mut prev: Option<Key> = None;
     let mut found = 0u64;
     loop {
-        let (where_sql, params): (String, Vec<Value>) = match &prev {
-            Some(p) => compare_predicate(&t.key_orig, Cmp::Gt, p),
-            None => ("1 = 1".into(), vec![]),
-        };
-        let hi: Option<mysql_async::Row> = conn
-            .exec_first(sql_text(&where_sql), params)
+        let hi = t
+            .key_after(conn, prev.as_ref(), None, CHUNK)
             .await
             .map_err(sql("finding checksum chunks"))?;
-        let hi: Option<Key> = hi.map(|r| {
-            r.unwrap()
-                .into_iter()
-                .map(KeyPart::from_query_value)
-                .collect()
-        });
         let last = hi.is_none();
         found += 1;
         if last {
