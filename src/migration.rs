@@ -92,6 +92,9 @@ pub struct Summary {
     pub total_ms: u64,
     /// The old table, if kept.
     pub old_table: Option<String>,
+    /// Times a write on the server waited for room in InnoDB's redo log buffer during the run
+    /// (`Innodb_log_waits`, the whole server's), when it could be read.
+    pub log_waits: Option<u64>,
 }
 
 impl Summary {
@@ -294,6 +297,16 @@ pub async fn execute(
     })
 }
 
+/// `Innodb_log_waits` (MySQL and MariaDB alike), if it can be read.
+async fn log_waits(conn: &mut Conn) -> Option<u64> {
+    let row: Option<(String, u64)> = conn
+        .query_first("SHOW /* zdm-ost */ GLOBAL STATUS LIKE 'Innodb_log_waits'")
+        .await
+        .ok()
+        .flatten();
+    row.map(|(_, n)| n)
+}
+
 /// The INSTANT fast path: the server changes only metadata, so a native ALTER is the fastest
 /// and safest way. It still needs a brief metadata lock, so it runs under the cut-over's short
 /// `lock_wait_timeout`, retried with growing pauses. `Err` says why the copy path should run.
@@ -335,6 +348,7 @@ async fn instant(
                     cut_over: CutoverStats::default(),
                     total_ms: started.elapsed().as_millis() as u64,
                     old_table: None,
+                    log_waits: None,
                 });
             }
             Err(e) if server_code(&e) == Some(1205) => {
@@ -445,6 +459,7 @@ impl Run<'_> {
         let db = &self.cfg.database;
         let n = self.names;
         let server_id = choose_server_id(conn, self.opts.replica_server_id).await?;
+        let log_waits_before = log_waits(conn).await;
 
         // Expand: the ghost with the ALTER applied, the changelog, the checkpoint.
         let ghost_q = qualified(db, &n.ghost);
@@ -575,6 +590,21 @@ impl Run<'_> {
         } else {
             Some(qualified(db, &n.old))
         };
+        let log_waits = match (log_waits_before, log_waits(conn).await) {
+            (Some(before), Some(after)) => Some(after.saturating_sub(before)),
+            _ => None,
+        };
+        if let Some(n) = log_waits.filter(|n| *n > 0) {
+            let size: Option<u64> = conn
+                .query_first("SELECT /* zdm-ost */ @@innodb_log_buffer_size")
+                .await
+                .ok()
+                .flatten();
+            tracing::warn!(
+                "InnoDB's redo log buffer was full {n} time(s) during the migration (Innodb_log_waits): writes on the server, the application's too, waited for it to be written out. A larger innodb_log_buffer_size (now {} MiB) avoids that",
+                size.map(|b| (b >> 20).to_string()).unwrap_or_else(|| "?".into())
+            );
+        }
         self.progress.set_phase(Phase::Done);
         Ok(Summary {
             database: db.clone(),
@@ -590,6 +620,7 @@ impl Run<'_> {
             cut_over,
             total_ms: started.elapsed().as_millis() as u64,
             old_table,
+            log_waits,
         })
     }
 

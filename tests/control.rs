@@ -871,3 +871,50 @@ async fn slow_commits_on_the_primary_trip_the_write_latency_breaker() {
     );
     db.drop_db().await;
 }
+
+/// The redo log buffer is global, so this runs on a server of its own with the smallest one
+/// (2 MiB): copying a 40 MB table fills it, and the run says how often writes waited for it,
+/// with the setting that avoids it.
+#[tokio::test]
+async fn a_full_redo_log_buffer_during_the_run_is_reported() {
+    let port = 3317;
+    start_instance("zt_logwaits", port, &["--innodb-log-buffer-size=2097152"]);
+    let mut c = connect(port).await;
+    c.query_drop("DROP DATABASE IF EXISTS zt_logwaits")
+        .await
+        .unwrap();
+    c.query_drop("CREATE DATABASE zt_logwaits").await.unwrap();
+    c.query_drop(
+        "CREATE TABLE zt_logwaits.t (id INT NOT NULL PRIMARY KEY, b VARCHAR(3000) NOT NULL)",
+    )
+    .await
+    .unwrap();
+    c.query_drop(
+        "INSERT INTO zt_logwaits.t SELECT seq, REPEAT('x', 2000) FROM zt_logwaits.seq_1_to_20000",
+    )
+    .await
+    .unwrap();
+    let o = zdm_raw(&[
+        "--port",
+        &port.to_string(),
+        "--database",
+        "zt_logwaits",
+        "--table",
+        "t",
+        "--alter",
+        ALTER,
+        "--no-attempt-instant-ddl",
+        "--execute",
+        "--json",
+    ])
+    .await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let waits = json(&o)["summary"]["log_waits"].as_u64().unwrap();
+    assert!(waits > 0, "{}", stdout(&o));
+    let err = stderr(&o);
+    let expected = format!("WARN InnoDB's redo log buffer was full {waits} time(s) during the migration (Innodb_log_waits): writes on the server, the application's too, waited for it to be written out. A larger innodb_log_buffer_size (now 2 MiB) avoids that");
+    assert!(err.lines().any(|l| l.ends_with(&expected)), "{err}");
+    c.query_drop("DROP DATABASE zt_logwaits").await.unwrap();
+    let _ = c.disconnect().await;
+    stop_instance("zt_logwaits");
+}
