@@ -878,12 +878,7 @@ async fn slow_commits_on_the_primary_trip_the_write_latency_breaker() {
 #[tokio::test]
 async fn a_full_redo_log_buffer_during_the_run_is_reported() {
     let port = 3317;
-    start_instance("zt_logwaits", port, &["--innodb-log-buffer-size=2097152"]);
-    let mut c = connect(port).await;
-    c.query_drop("DROP DATABASE IF EXISTS zt_logwaits")
-        .await
-        .unwrap();
-    c.query_drop("CREATE DATABASE zt_logwaits").await.unwrap();
+    let mut c = instance_db("zt_logwaits", port, &["--innodb-log-buffer-size=2097152"]).await;
     c.query_drop(
         "CREATE TABLE zt_logwaits.t (id INT NOT NULL PRIMARY KEY, b VARCHAR(3000) NOT NULL)",
     )

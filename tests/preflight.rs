@@ -662,12 +662,7 @@ async fn wrong_binlog_settings_are_refused_naming_variable_value_and_fix() {
 #[tokio::test]
 async fn auto_keeps_secondary_indexes_when_the_buffer_pool_cannot_hold_the_table_and_its_copy() {
     let port = 3316;
-    start_instance("zt_smallpool", port, &["--innodb-buffer-pool-size=6M"]);
-    let mut c = connect(port).await;
-    c.query_drop("DROP DATABASE IF EXISTS zt_smallpool")
-        .await
-        .unwrap();
-    c.query_drop("CREATE DATABASE zt_smallpool").await.unwrap();
+    let mut c = instance_db("zt_smallpool", port, &["--innodb-buffer-pool-size=6M"]).await;
     c.query_drop(
         "CREATE TABLE zt_smallpool.orders (id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY, \
          customer VARCHAR(64) NOT NULL, qty INT NOT NULL, KEY (customer))",

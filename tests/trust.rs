@@ -300,12 +300,7 @@ async fn a_second_run_on_the_same_table_is_refused() {
 #[tokio::test]
 async fn resume_after_the_binlog_was_purged_says_to_start_over() {
     let port = 3315;
-    start_instance("zt_purge", port, &[]);
-    let mut conn = connect(port).await;
-    conn.query_drop("DROP DATABASE IF EXISTS zt_purge")
-        .await
-        .unwrap();
-    conn.query_drop("CREATE DATABASE zt_purge").await.unwrap();
+    let mut conn = instance_db("zt_purge", port, &[]).await;
     conn.query_drop(format!("CREATE TABLE zt_purge.t {STD_TABLE}"))
         .await
         .unwrap();

@@ -214,6 +214,20 @@ pub fn start_instance(name: &str, port: u16, extra: &[&str]) {
     );
 }
 
+/// A throwaway server (see [`start_instance`]) with an empty database named like it, and a
+/// connection to it.
+pub async fn instance_db(name: &str, port: u16, extra: &[&str]) -> Conn {
+    start_instance(name, port, extra);
+    let mut c = connect(port).await;
+    c.query_drop(format!("DROP DATABASE IF EXISTS {name}"))
+        .await
+        .unwrap();
+    c.query_drop(format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    c
+}
+
 pub fn stop_instance(name: &str) {
     let _ = std::process::Command::new(repo_root().join("scripts/mysql-env.sh"))
         .arg("stop-instance")
