@@ -3,6 +3,7 @@
 #
 #   scripts/bench.sh [--rows N] [--rounds N] [--rate TXN_PER_S] [--methods "native ptosc zdm"]
 #                    [--modes "idle load unpaced"] [--zdm-args "--chunk-time 0.1"] [--keep-servers]
+#                    [--no-replica]
 #
 # It runs on servers of its own (scripts/mysql-env.sh under .mysql-env-bench, primary
 # 127.0.0.1:3320, replica :3321; ZDM_BENCH_PRIMARY_PORT / ZDM_BENCH_REPLICA_PORT to move them),
@@ -26,7 +27,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-ROWS=1000000 ROUNDS=3 RATE=500 METHODS="native ptosc zdm" MODES="idle load unpaced" ZDM_ARGS="" KEEP=0
+ROWS=1000000 ROUNDS=3 RATE=500 METHODS="native ptosc zdm" MODES="idle load unpaced" ZDM_ARGS="" KEEP=0 REPLICA=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --rows) ROWS=$2; shift 2 ;;
@@ -36,7 +37,8 @@ while [ $# -gt 0 ]; do
     --zdm-args) ZDM_ARGS=$2; shift 2 ;;
     --modes) MODES=$2; shift 2 ;;
     --keep-servers) KEEP=1; shift ;;
-    *) echo "usage: $0 [--rows N] [--rounds N] [--rate N] [--methods \"native ptosc zdm\"] [--modes \"idle load unpaced\"] [--zdm-args \"...\"] [--keep-servers]" >&2; exit 2 ;;
+    --no-replica) REPLICA=0; shift ;;
+    *) echo "usage: $0 [--rows N] [--rounds N] [--rate N] [--methods \"native ptosc zdm\"] [--modes \"idle load unpaced\"] [--zdm-args \"...\"] [--keep-servers] [--no-replica]" >&2; exit 2 ;;
   esac
 done
 export ZDM_ENV_DIR=$PWD/.mysql-env-bench
@@ -49,6 +51,11 @@ OUT=$(mktemp -d)
 sql() { mariadb --no-defaults -h127.0.0.1 -P"$PORT" -uroot "$@"; }
 
 scripts/mysql-env.sh start >/dev/null
+# --no-replica: the replica stops replicating, so the primary has the machine to itself (as
+# with a replica on another machine); zdm-ost then has no replica to watch
+if [ "$REPLICA" = 0 ]; then
+  mariadb --no-defaults -h127.0.0.1 -P"$REPLICA_PORT" -uroot -e "STOP SLAVE"
+fi
 if [ "$KEEP" = 0 ]; then
   trap 'scripts/mysql-env.sh destroy 2>/dev/null' EXIT
 fi
@@ -82,7 +89,9 @@ SQL
 catch_up() {
   local gtid p
   gtid=$(sql -N -e "SELECT @@gtid_binlog_pos")
-  mariadb --no-defaults -h127.0.0.1 -P"$REPLICA_PORT" -uroot -N -e "SELECT MASTER_GTID_WAIT('$gtid', 600)" >/dev/null
+  if [ "$REPLICA" = 1 ]; then
+    mariadb --no-defaults -h127.0.0.1 -P"$REPLICA_PORT" -uroot -N -e "SELECT MASTER_GTID_WAIT('$gtid', 600)" >/dev/null
+  fi
   for p in "$PORT" "$REPLICA_PORT"; do
     mariadb --no-defaults -h127.0.0.1 -P"$p" -uroot -e "FLUSH BINARY LOGS; PURGE BINARY LOGS BEFORE NOW()" 2>/dev/null || true
   done
@@ -114,7 +123,7 @@ correct() { # table == control, over the original columns
 }
 
 echo "zdm-ost extra args: ${ZDM_ARGS:-none}; logs in $OUT" >&2
-echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $(sql -N -e 'SELECT VERSION()'); rows $ROWS; rounds $ROUNDS; load $RATE txn/s" >&2
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $(sql -N -e 'SELECT VERSION()'); rows $ROWS; rounds $ROUNDS; load $RATE txn/s; replica $([ "$REPLICA" = 1 ] && echo "replicating, on this machine" || echo "stopped (--no-replica)")" >&2
 for round in $(seq 1 "$ROUNDS"); do
   for mode in $MODES; do
     for m in $METHODS; do
