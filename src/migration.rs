@@ -299,12 +299,10 @@ pub async fn execute(
 
 /// `Innodb_log_waits` (MySQL and MariaDB alike), if it can be read.
 async fn log_waits(conn: &mut Conn) -> Option<u64> {
-    let row: Option<(String, u64)> = conn
-        .query_first("SHOW /* zdm-ost */ GLOBAL STATUS LIKE 'Innodb_log_waits'")
+    crate::throttle::read_status(conn, &["Innodb_log_waits".to_string()])
         .await
-        .ok()
-        .flatten();
-    row.map(|(_, n)| n)
+        .first()
+        .map(|&(_, n)| n)
 }
 
 /// The INSTANT fast path: the server changes only metadata, so a native ALTER is the fastest

@@ -453,7 +453,8 @@ fn p95(v: &VecDeque<u64>) -> u64 {
     s[((s.len() * 95).div_ceil(100)).saturating_sub(1)]
 }
 
-async fn read_status(conn: &mut Conn, names: &[String]) -> Vec<(String, u64)> {
+/// The numeric global status variables among `names` (any case); none if it cannot be read.
+pub(crate) async fn read_status(conn: &mut Conn, names: &[String]) -> Vec<(String, u64)> {
     let rows: Vec<(String, String)> = conn
         .query("SHOW /* zdm-ost */ GLOBAL STATUS")
         .await
