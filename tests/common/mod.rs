@@ -52,13 +52,7 @@ impl TestDb {
     pub async fn new(test: &str) -> TestDb {
         let name = format!("zt_{test}");
         assert!(name.len() <= 40, "test database name too long: {name}");
-        let mut conn = connect(primary_port()).await;
-        conn.query_drop(format!("DROP DATABASE IF EXISTS `{name}`"))
-            .await
-            .unwrap();
-        conn.query_drop(format!("CREATE DATABASE `{name}`"))
-            .await
-            .unwrap();
+        let mut conn = fresh_db(primary_port(), &name).await;
         conn.query_drop(format!("USE `{name}`")).await.unwrap();
         TestDb { name, conn }
     }
@@ -218,14 +212,19 @@ pub fn start_instance(name: &str, port: u16, extra: &[&str]) {
 /// connection to it.
 pub async fn instance_db(name: &str, port: u16, extra: &[&str]) -> Conn {
     start_instance(name, port, extra);
-    let mut c = connect(port).await;
-    c.query_drop(format!("DROP DATABASE IF EXISTS {name}"))
+    fresh_db(port, name).await
+}
+
+/// A connection to the server on `port`, with database `name` dropped and created empty.
+async fn fresh_db(port: u16, name: &str) -> Conn {
+    let mut conn = connect(port).await;
+    conn.query_drop(format!("DROP DATABASE IF EXISTS `{name}`"))
         .await
         .unwrap();
-    c.query_drop(format!("CREATE DATABASE {name}"))
+    conn.query_drop(format!("CREATE DATABASE `{name}`"))
         .await
         .unwrap();
-    c
+    conn
 }
 
 pub fn stop_instance(name: &str) {
