@@ -438,7 +438,7 @@ async fn flush_worker(
                     shared.work().push_back(Batch { conflicts, ..batch });
                 }
             }
-            Failure::Duplicate(message) => {
+            Failure::Duplicate(message) | Failure::KeyDuplicate(message) => {
                 // The row it collides with may be waiting in this flush: retry after the rest,
                 // merged with it; a duplicate that persists is real.
                 let duplicates = batch.duplicates + 1;

@@ -2,7 +2,11 @@
 //! what server it is talking to (flavour and version).
 //!
 //! Session settings, set on every connection before it is used:
-//! - `time_zone = '+00:00'`, so TIMESTAMP values never pass through a local zone;
+//! - the server's own `time_zone` (the global value, which a native ALTER's session has unless
+//!   its client changes it), so DATETIME <-> TIMESTAMP conversions and CURRENT_TIMESTAMP
+//!   defaults come out as the server's native ALTER computes them (DESIGN.md, fidelity rule 3).
+//!   TIMESTAMP key values are bound as epoch seconds ([`crate::key`]), so they do not depend
+//!   on it;
 //! - a strict `sql_mode` (plus `NO_AUTO_VALUE_ON_ZERO`, so a row whose AUTO_INCREMENT column
 //!   holds 0 is copied as 0, not given a fresh id): an ALTER the data cannot satisfy fails
 //!   loudly instead of truncating or dropping rows;
@@ -86,7 +90,7 @@ impl Endpoint {
         let mut setup = vec![
             "SET NAMES utf8mb4".to_string(),
             format!(
-                "SET SESSION time_zone = '+00:00', sql_mode = '{SQL_MODE}', \
+                "SET SESSION time_zone = @@GLOBAL.time_zone, sql_mode = '{SQL_MODE}', \
                  lock_wait_timeout = {lock_wait_timeout_secs}, innodb_lock_wait_timeout = {lock_wait_timeout_secs}"
             ),
         ];

@@ -27,10 +27,10 @@ use mysql_async::Conn;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::backoff;
-use crate::key::{display_range, range_predicate, Key, KeyPart};
+use crate::key::{display_range, names, range_predicate, read_list, Key, KeyPart};
 use crate::progress::Progress;
 use crate::resync::{classify, describe_offending_row, resync, Failure, Mode, Selection, Tables};
-use crate::sql::{ident_list, quote_ident, server_message};
+use crate::sql::{quote_ident, server_message};
 
 pub const MIN_CHUNK: u64 = 10;
 pub const MAX_CHUNK: u64 = 100_000;
@@ -47,6 +47,9 @@ pub fn max_chunk_rows(avg_row_bytes: u64) -> u64 {
     (MAX_CHUNK_BYTES / avg_row_bytes.max(1)).clamp(MIN_CHUNK, MAX_CHUNK)
 }
 const DUPLICATE_RETRIES: u32 = 6;
+/// Tries at a chunk whose rows other sessions keep locked: with the backoff's 500 ms pauses,
+/// about ten minutes. Every retry loop is bounded (DESIGN.md, fidelity rule 6).
+const CONFLICT_RETRIES: u32 = 1200;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
@@ -104,14 +107,14 @@ pub async fn copy(
         range: range.to_string(),
         message: server_message(e),
     };
-    let keys = ident_list(&t.key_orig);
     let max_sql = format!(
-        "SELECT /* zdm-ost */ {keys} FROM {} FORCE INDEX ({}) ORDER BY {} LIMIT 1",
+        "SELECT /* zdm-ost */ {} FROM {} FORCE INDEX ({}) ORDER BY {} LIMIT 1",
+        read_list(&t.key_orig),
         t.orig_q(),
         quote_ident(&t.key_index),
         t.key_orig
             .iter()
-            .map(|c| format!("{} DESC", quote_ident(c)))
+            .map(|c| format!("{} DESC", quote_ident(&c.name)))
             .collect::<Vec<_>>()
             .join(", ")
     );
@@ -299,7 +302,7 @@ impl Worker {
             if !self.throttle.wait_soft(&self.stop).await {
                 return Err(CopyError::Cancelled);
             }
-            let range = display_range(&t.key_orig, chunk.lo.as_ref(), Some(&chunk.hi));
+            let range = display_range(&names(&t.key_orig), chunk.lo.as_ref(), Some(&chunk.hi));
             let started = Instant::now();
             let rows = copy_chunk(
                 conn,
@@ -383,13 +386,25 @@ pub(crate) async fn copy_chunk(
                 Failure::Conflict => {
                     progress.conflicts.fetch_add(1, Relaxed);
                     conflicts += 1;
+                    if conflicts >= CONFLICT_RETRIES {
+                        return Err(CopyError::Fatal {
+                            table: t.orig.clone(),
+                            range: range.into(),
+                            message: format!(
+                                "other sessions kept rows of it locked through {conflicts} tries (about {} min); the last error: {}. Find the long transaction holding them (information_schema.INNODB_TRX) and run again",
+                                conflicts / 120,
+                                server_message(&e)
+                            ),
+                        });
+                    }
                     if conflicts % 50 == 0 {
                         tracing::warn!("chunk {range} keeps meeting row locks ({conflicts} tries); still retrying");
                     }
                     backoff(conflicts, cancel).await?;
                 }
-                Failure::Duplicate(message) => {
-                    // transient while the colliding row waits in the applier's set
+                Failure::Duplicate(message) | Failure::KeyDuplicate(message) => {
+                    // transient while the colliding row waits in the applier's set, or while
+                    // the applier writes into this range at the same time (on the ghost's key)
                     duplicates += 1;
                     if duplicates >= DUPLICATE_RETRIES {
                         return Err(CopyError::Data {

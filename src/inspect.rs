@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::conn::{replica_field, Endpoint, Flavor, ServerInfo, IO_RUNNING, SQL_RUNNING};
 use crate::ddl::TableNames;
+use crate::key::KeyColumn;
 use crate::sql::{qualified, server_code, server_message};
 
 /// Transactions open longer than this are reported.
@@ -106,8 +107,9 @@ pub async fn table_comment(
 pub struct ColumnInfo {
     pub name: String,
     pub column_type: String,
-    /// `CHARACTER_SET_NAME`, for text columns.
+    /// `CHARACTER_SET_NAME` and `COLLATION_NAME`, for text columns.
     pub charset: Option<String>,
+    pub collation: Option<String>,
     pub nullable: bool,
     pub generated: bool,
     /// For a NOT NULL column without a DEFAULT (not generated, not AUTO_INCREMENT): the value
@@ -203,11 +205,12 @@ impl TableInfo {
             Option<String>,
             Option<String>,
             String,
+            Option<String>,
         );
         let columns: Vec<ColumnRow> = conn
             .exec(
                 "SELECT /* zdm-ost */ COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, EXTRA, CHARACTER_SET_NAME, \
-                 COLUMN_DEFAULT, DATA_TYPE FROM information_schema.COLUMNS \
+                 COLUMN_DEFAULT, DATA_TYPE, COLLATION_NAME FROM information_schema.COLUMNS \
                  WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
                 (db, table),
             )
@@ -216,7 +219,7 @@ impl TableInfo {
         let columns = columns
             .into_iter()
             .map(
-                |(name, column_type, nullable, extra, charset, default, data_type)| {
+                |(name, column_type, nullable, extra, charset, default, data_type, collation)| {
                     let extra = extra.to_ascii_uppercase();
                     let generated = extra.contains("VIRTUAL")
                         || extra.contains("STORED")
@@ -231,6 +234,7 @@ impl TableInfo {
                         name,
                         column_type,
                         charset,
+                        collation,
                         nullable,
                         generated,
                         implicit_default: needs_value
@@ -282,6 +286,28 @@ impl TableInfo {
         self.columns
             .iter()
             .find(|c| c.name.eq_ignore_ascii_case(name))
+    }
+
+    /// The key codec's view of these columns ([`crate::key::KeyColumn`]), in the order given.
+    /// `None` when a name is not a column of the table.
+    pub fn key_columns(&self, names: &[String]) -> Option<Vec<KeyColumn>> {
+        names
+            .iter()
+            .map(|n| {
+                let (ordinal, c) = self
+                    .columns
+                    .iter()
+                    .enumerate()
+                    .find(|(_, c)| c.name.eq_ignore_ascii_case(n))?;
+                Some(KeyColumn::new(
+                    &c.name,
+                    ordinal,
+                    &c.column_type,
+                    c.charset.as_deref(),
+                    c.collation.as_deref(),
+                ))
+            })
+            .collect()
     }
 
     /// Whether every one of these columns is an integer column: keys over them can be ordered

@@ -1,15 +1,29 @@
 //! Row identity: the values of the key that identifies a row in both tables, as read from the
 //! binlog or from the table, and the SQL predicates that select rows by key.
 //!
-//! A [`Key`] is hashable so the applier can deduplicate changed rows. Binlog values are turned
-//! into keys with the traps measured on MariaDB handled here, in one place:
+//! This is the one key codec (DESIGN.md, fidelity rule 1): a value read from a binlog row
+//! image is not yet a SQL value, and a value bound as a plain parameter is not always compared
+//! the way the column compares. Everything that names a row by key (the applier, the copier's
+//! and the checksum's chunk bounds, the cut-over) goes through [`KeyPart::from_binlog_value`],
+//! [`KeyColumn::read_expr`] and the predicates here, which bind each value through
+//! [`KeyColumn::mark`]. What the image carries, measured on MariaDB 10.11:
 //! - without `binlog_row_metadata=FULL`, unsigned integers arrive as negative signed values:
-//!   they are reinterpreted by the column's width;
-//! - mysql_common 0.37 does not sign-extend signed MEDIUMINT;
-//! - TIMESTAMP arrives as a string of UTC epoch seconds (fraction only when non-zero): it becomes
-//!   a UTC date-time, which is what zdm-ost's sessions (time zone +00:00) compare with;
-//! - SET arrives as a little-endian bitmask, BIT as big-endian bytes: both become integers.
+//!   they are reinterpreted by the column's width; signed MEDIUMINT is not sign-extended by
+//!   mysql_common 0.37;
+//! - BINARY(n) arrives without its trailing 0x00 pad bytes: they are put back;
+//! - ENUM arrives as the member's index, SET as a little-endian bitmask, BIT as big-endian
+//!   bytes: all become integers, compared by index, bitmask or value (never by a name, which
+//!   would pick another member in a ghost whose list differs);
+//! - YEAR 0000 arrives as "1900";
+//! - TIMESTAMP arrives as UTC epoch seconds ("0" for the zero value): it is bound through
+//!   `FROM_UNIXTIME`, so it names the same instant in any session time zone (one with daylight
+//!   saving has an ambiguous hour a year: the plan refuses TIMESTAMP keys there);
+//! - MariaDB's UUID, INET4 and INET6 arrive in their binary form: they become their text form,
+//!   which the server parses back;
+//! - strings arrive as bytes in the column's own charset: they are bound as bytes and converted
+//!   to the column's charset and collation in SQL, never through the connection's utf8mb4.
 //!
+//! Keys read back from a table select the same canonical forms ([`KeyColumn::read_expr`]).
 //! Predicates bind every value as a parameter. A composite key's comparisons are expanded into
 //! `a > ? OR (a = ? AND b > ?)` forms, which every optimizer turns into index ranges.
 
@@ -17,15 +31,166 @@ use mysql_async::Value;
 
 use crate::sql::quote_ident;
 
-/// One column of the key, as `information_schema` describes it in the original table.
+/// One column of the key, as `information_schema` describes it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct KeyColumn {
     pub name: String,
-    /// 0-based position in the original table (the binlog row image's order).
+    /// 0-based position in the table (the binlog row image's order).
     pub ordinal: usize,
     /// `DATA_TYPE`, lower case: "int", "bigint", "varchar", "timestamp", ...
     pub data_type: String,
+    /// `COLUMN_TYPE`, lower case: "binary(16)", "enum('a','b')", "decimal(10,3)", ...
+    pub column_type: String,
     pub unsigned: bool,
+    /// `CHARACTER_SET_NAME` and `COLLATION_NAME`, for text columns.
+    pub charset: Option<String>,
+    pub collation: Option<String>,
+}
+
+/// ENUM members up to which a range over an ENUM column is bound as an `IN` list of indexes
+/// (the server turns `e > 2` over an ENUM into a full index scan, `e IN (3, 4)` into ranges).
+const ENUM_IN_LIST_MAX: usize = 64;
+
+impl KeyColumn {
+    pub fn new(
+        name: &str,
+        ordinal: usize,
+        column_type: &str,
+        charset: Option<&str>,
+        collation: Option<&str>,
+    ) -> KeyColumn {
+        let ct = column_type.to_ascii_lowercase();
+        KeyColumn {
+            name: name.to_string(),
+            ordinal,
+            data_type: ct.split(['(', ' ']).next().unwrap_or("").to_string(),
+            unsigned: ct.contains("unsigned"),
+            column_type: ct,
+            charset: charset.map(str::to_ascii_lowercase),
+            collation: collation.map(str::to_ascii_lowercase),
+        }
+    }
+
+    /// The same column under another name (the ghost's, after a rename).
+    pub fn renamed(&self, name: &str) -> KeyColumn {
+        KeyColumn {
+            name: name.to_string(),
+            ..self.clone()
+        }
+    }
+
+    /// A string type whose bytes are characters of a charset.
+    fn is_text(&self) -> bool {
+        matches!(
+            self.data_type.as_str(),
+            "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext"
+        ) && self.charset.as_deref().is_some_and(|c| c != "binary")
+    }
+
+    /// The first number in the type's parentheses: BINARY(16) -> 16.
+    fn length(&self) -> Option<usize> {
+        let inner = self.column_type.split_once('(')?.1;
+        inner.split([')', ',']).next()?.trim().parse().ok()
+    }
+
+    /// The number of members of an ENUM.
+    fn enum_members(&self) -> usize {
+        let Some((_, list)) = self.column_type.split_once('(') else {
+            return 0;
+        };
+        // members are quoted with '' doubled inside: count the quoted strings
+        let (mut n, mut in_str, mut chars) = (0, false, list.chars().peekable());
+        while let Some(c) = chars.next() {
+            if c != '\'' {
+                continue;
+            }
+            if in_str && chars.peek() == Some(&'\'') {
+                chars.next();
+            } else {
+                in_str = !in_str;
+                n += usize::from(in_str);
+            }
+        }
+        n
+    }
+
+    /// Whether values of this column are bound as hex text: string bytes in a charset of their
+    /// own, or binary. A parameter reaches the server as a string of the connection's charset
+    /// (utf8mb4), which it checks: latin1 `ö` (0xF6) failed with "Invalid utf8mb4 character
+    /// string", or silently matched nothing.
+    fn bound_as_hex(&self) -> bool {
+        self.is_text()
+            || matches!(
+                self.data_type.as_str(),
+                "char" | "varchar" | "binary" | "varbinary"
+            )
+    }
+
+    /// The SQL that binds one value of this column, with [`KeyColumn::bind`]: a `?` the server
+    /// compares exactly as the column's own values.
+    pub fn mark(&self) -> String {
+        match self.data_type.as_str() {
+            _ if self.is_text() => {
+                let cs = self.charset.as_deref().unwrap_or("utf8mb4");
+                match &self.collation {
+                    Some(coll) => format!("CONVERT(UNHEX(?) USING {cs}) COLLATE {coll}"),
+                    None => format!("CONVERT(UNHEX(?) USING {cs})"),
+                }
+            }
+            _ if self.bound_as_hex() => "UNHEX(?)".into(),
+            "decimal" | "numeric" => {
+                let args = self
+                    .column_type
+                    .split_once('(')
+                    .and_then(|(_, r)| r.split_once(')'))
+                    .map(|(a, _)| a.to_string())
+                    .unwrap_or_else(|| "10,0".into());
+                format!("CAST(? AS DECIMAL({args}))")
+            }
+            "timestamp" => {
+                "COALESCE(FROM_UNIXTIME(NULLIF(?, 0)), TIMESTAMP'0000-00-00 00:00:00')".into()
+            }
+            _ => "?".into(),
+        }
+    }
+
+    /// The parameter for one value of this column, for its [`KeyColumn::mark`].
+    pub fn bind(&self, v: &KeyPart) -> Value {
+        match v {
+            KeyPart::Bytes(b) if self.bound_as_hex() => Value::Bytes(
+                b.iter()
+                    .map(|x| format!("{x:02X}"))
+                    .collect::<String>()
+                    .into_bytes(),
+            ),
+            _ => v.to_value(),
+        }
+    }
+
+    /// The expression that reads this column's value from a table in the form
+    /// [`KeyPart::from_binlog_value`] gives it, so a key read back binds as one from the binlog.
+    pub fn read_expr(&self) -> String {
+        let q = quote_ident(&self.name);
+        match self.data_type.as_str() {
+            "enum" | "set" | "bit" => format!("{q} + 0"),
+            "timestamp" => format!("UNIX_TIMESTAMP({q})"),
+            _ if self.is_text() => format!("CAST({q} AS BINARY)"),
+            _ => q,
+        }
+    }
+}
+
+/// The names of key columns.
+pub fn names(cols: &[KeyColumn]) -> Vec<String> {
+    cols.iter().map(|c| c.name.clone()).collect()
+}
+
+/// The expressions that read a key back from a table, comma-separated ([`KeyColumn::read_expr`]).
+pub fn read_list(cols: &[KeyColumn]) -> String {
+    cols.iter()
+        .map(KeyColumn::read_expr)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// One value of a key, hashable (and serialisable, for the checkpoint's watermark).
@@ -108,9 +273,51 @@ impl KeyPart {
             }
             Value::UInt(u) => KeyPart::UInt(*u),
             Value::Bytes(b) => match t {
-                "timestamp" => timestamp_from_epoch(b).ok_or_else(err)?,
+                // epoch seconds, bound through FROM_UNIXTIME (see KeyColumn::mark)
+                "timestamp" => {
+                    let s = std::str::from_utf8(b).map_err(|_| err())?;
+                    if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit() || c == b'.') {
+                        return Err(err());
+                    }
+                    KeyPart::Bytes(b.clone())
+                }
                 "set" => KeyPart::UInt(b.iter().rev().fold(0u64, |acc, x| (acc << 8) | *x as u64)),
                 "bit" => KeyPart::UInt(b.iter().fold(0u64, |acc, x| (acc << 8) | *x as u64)),
+                // mysql_common reads YEAR as 1900 + the stored byte: 1900 is YEAR 0000
+                "year" => {
+                    let y: u64 = std::str::from_utf8(b)
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .ok_or_else(err)?;
+                    KeyPart::UInt(if y == 1900 { 0 } else { y })
+                }
+                "binary" => KeyPart::Bytes(padded(b, col.length().unwrap_or(0))),
+                // fixed-width types lose trailing zero bytes in the image too
+                "uuid" => {
+                    let hex: String = padded(b, 16).iter().map(|x| format!("{x:02x}")).collect();
+                    if hex.len() != 32 {
+                        return Err(err());
+                    }
+                    KeyPart::Bytes(
+                        format!(
+                            "{}-{}-{}-{}-{}",
+                            &hex[..8],
+                            &hex[8..12],
+                            &hex[12..16],
+                            &hex[16..20],
+                            &hex[20..]
+                        )
+                        .into_bytes(),
+                    )
+                }
+                "inet6" => {
+                    let a: [u8; 16] = padded(b, 16).try_into().map_err(|_| err())?;
+                    KeyPart::Bytes(std::net::Ipv6Addr::from(a).to_string().into_bytes())
+                }
+                "inet4" => {
+                    let a: [u8; 4] = padded(b, 4).try_into().map_err(|_| err())?;
+                    KeyPart::Bytes(std::net::Ipv4Addr::from(a).to_string().into_bytes())
+                }
                 _ => KeyPart::Bytes(b.clone()),
             },
             Value::Date(y, m, d, h, mi, s, us) => KeyPart::Date(*y, *m, *d, *h, *mi, *s, *us),
@@ -122,45 +329,11 @@ impl KeyPart {
     }
 }
 
-/// "1704164645.654321" (UTC epoch seconds) -> a UTC date-time.
-fn timestamp_from_epoch(b: &[u8]) -> Option<KeyPart> {
-    let s = std::str::from_utf8(b).ok()?;
-    let (secs, frac) = match s.split_once('.') {
-        Some((a, f)) => (a, f),
-        None => (s, ""),
-    };
-    let secs: i64 = secs.parse().ok()?;
-    let mut us: u32 = 0;
-    if !frac.is_empty() {
-        let padded = format!("{frac:0<6}");
-        us = padded.get(..6)?.parse().ok()?;
-    }
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    Some(KeyPart::Date(
-        y as u16,
-        m as u8,
-        d as u8,
-        (rem / 3600) as u8,
-        (rem % 3600 / 60) as u8,
-        (rem % 60) as u8,
-        us,
-    ))
-}
-
-/// Days since 1970-01-01 -> (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+/// The bytes with trailing zeros put back up to `len` (never cut).
+fn padded(b: &[u8], len: usize) -> Vec<u8> {
+    let mut v = b.to_vec();
+    v.resize(len.max(b.len()), 0);
+    v
 }
 
 /// Orders two keys of integer columns as the index does (signed and unsigned values compare
@@ -184,24 +357,28 @@ pub fn cmp_integer_keys(a: &Key, b: &Key) -> Option<std::cmp::Ordering> {
 
 /// `cols IN (keys)`: `c IN (?, ?)` for one column, `(a = ? AND b = ?) OR (...)` for several.
 /// Returns the SQL (parenthesised) and its parameters in order.
-pub fn in_predicate(cols: &[String], keys: &[&Key]) -> (String, Vec<Value>) {
+pub fn in_predicate(cols: &[KeyColumn], keys: &[&Key]) -> (String, Vec<Value>) {
     let mut params = Vec::with_capacity(keys.len() * cols.len());
     if cols.len() == 1 {
-        let marks = vec!["?"; keys.len()].join(", ");
+        let mark = cols[0].mark();
+        let marks = vec![mark.as_str(); keys.len()].join(", ");
         for k in keys {
-            params.push(k[0].to_value());
+            params.push(cols[0].bind(&k[0]));
         }
-        return (format!("({} IN ({marks}))", quote_ident(&cols[0])), params);
+        return (
+            format!("({} IN ({marks}))", quote_ident(&cols[0].name)),
+            params,
+        );
     }
     let one = format!(
         "({})",
         cols.iter()
-            .map(|c| format!("{} = ?", quote_ident(c)))
+            .map(|c| format!("{} = {}", quote_ident(&c.name), c.mark()))
             .collect::<Vec<_>>()
             .join(" AND ")
     );
     for k in keys {
-        params.extend(k.iter().map(KeyPart::to_value));
+        params.extend(cols.iter().zip(k.iter()).map(|(c, v)| c.bind(v)));
     }
     (
         format!("({})", vec![one.as_str(); keys.len()].join(" OR ")),
@@ -216,9 +393,39 @@ pub enum Cmp {
     Le,
 }
 
+/// `col <op> value` for one column. Over a short ENUM the comparison is an `IN` list of the
+/// member indexes it covers, which the server reads as index ranges (a comparison it would
+/// answer with a full index scan).
+fn compare_one(col: &KeyColumn, op: &str, v: &KeyPart, params: &mut Vec<Value>) -> String {
+    let q = quote_ident(&col.name);
+    let n = col.enum_members();
+    let index = match v {
+        KeyPart::Int(i) => u64::try_from(*i).ok(),
+        KeyPart::UInt(u) => Some(*u),
+        _ => None,
+    };
+    if let (true, Some(i)) = (col.data_type == "enum" && n <= ENUM_IN_LIST_MAX, index) {
+        // index 0 is the empty "error" member
+        let (from, to) = match op {
+            ">" => (i + 1, n as u64),
+            ">=" => (i, n as u64),
+            "<" => (0, i.saturating_sub(1)),
+            "<=" => (0, i),
+            _ => (i, i),
+        };
+        if (op == "<" && i == 0) || from > to {
+            return "(1 = 0)".into();
+        }
+        let list: Vec<String> = (from..=to).map(|x| x.to_string()).collect();
+        return format!("{q} IN ({})", list.join(", "));
+    }
+    params.push(col.bind(v));
+    format!("{q} {op} {}", col.mark())
+}
+
 /// `cols <op> key` in lexicographic order, expanded for composite keys:
 /// `(a > ?) OR (a = ? AND b > ?)`.
-pub fn compare_predicate(cols: &[String], op: Cmp, key: &Key) -> (String, Vec<Value>) {
+pub fn compare_predicate(cols: &[KeyColumn], op: Cmp, key: &Key) -> (String, Vec<Value>) {
     let (strict, last) = match op {
         Cmp::Gt => (">", ">"),
         Cmp::Ge => (">", ">="),
@@ -229,12 +436,10 @@ pub fn compare_predicate(cols: &[String], op: Cmp, key: &Key) -> (String, Vec<Va
     for i in 0..cols.len() {
         let mut parts = Vec::with_capacity(i + 1);
         for (j, col) in cols.iter().enumerate().take(i) {
-            parts.push(format!("{} = ?", quote_ident(col)));
-            params.push(key[j].to_value());
+            parts.push(compare_one(col, "=", &key[j], &mut params));
         }
         let op = if i + 1 == cols.len() { last } else { strict };
-        parts.push(format!("{} {op} ?", quote_ident(&cols[i])));
-        params.push(key[i].to_value());
+        parts.push(compare_one(&cols[i], op, &key[i], &mut params));
         terms.push(format!("({})", parts.join(" AND ")));
     }
     (format!("({})", terms.join(" OR ")), params)
@@ -242,7 +447,7 @@ pub fn compare_predicate(cols: &[String], op: Cmp, key: &Key) -> (String, Vec<Va
 
 /// The range `lo < key <= hi` (either bound may be absent).
 pub fn range_predicate(
-    cols: &[String],
+    cols: &[KeyColumn],
     lo: Option<&Key>,
     hi: Option<&Key>,
 ) -> (String, Vec<Value>) {
@@ -314,12 +519,12 @@ mod tests {
     use super::*;
 
     fn col(t: &str, unsigned: bool) -> KeyColumn {
-        KeyColumn {
-            name: "k".into(),
-            ordinal: 0,
-            data_type: t.into(),
-            unsigned,
-        }
+        let ct = if unsigned {
+            format!("{t} unsigned")
+        } else {
+            t.to_string()
+        };
+        KeyColumn::new("k", 0, &ct, None, None)
     }
 
     #[test]
@@ -371,54 +576,155 @@ mod tests {
     }
 
     #[test]
-    fn timestamps_set_and_bit_become_comparable_values() {
-        let ts = |s: &str| {
-            KeyPart::from_binlog_value(&Value::Bytes(s.into()), &col("timestamp", false)).unwrap()
-        };
+    fn binlog_images_become_values_the_column_compares_equal() {
+        let v = |t: &str, val: Value| KeyPart::from_binlog_value(&val, &col(t, false)).unwrap();
+        let b = |s: &str| Value::Bytes(s.into());
+        // epoch seconds stay as they are: FROM_UNIXTIME reads them in any time zone
         assert_eq!(
-            ts("1704164645.654321"),
-            KeyPart::Date(2024, 1, 2, 3, 4, 5, 654_321)
+            v("timestamp", b("1704164645.654321")),
+            KeyPart::Bytes(b"1704164645.654321".to_vec())
         );
-        assert_eq!(ts("1704164645"), KeyPart::Date(2024, 1, 2, 3, 4, 5, 0));
+        assert_eq!(v("timestamp", b("0")), KeyPart::Bytes(b"0".to_vec()));
+        assert!(KeyPart::from_binlog_value(&b("x"), &col("timestamp", false)).is_err());
         assert_eq!(
-            ts("951782400.5"),
-            KeyPart::Date(2000, 2, 29, 0, 0, 0, 500_000)
+            v("set", Value::Bytes(vec![0x05, 0x01])),
+            KeyPart::UInt(0x0105)
         );
-        assert_eq!(ts("0"), KeyPart::Date(1970, 1, 1, 0, 0, 0, 0));
-        let set = KeyPart::from_binlog_value(&Value::Bytes(vec![0x05, 0x01]), &col("set", false))
-            .unwrap();
-        assert_eq!(set, KeyPart::UInt(0x0105));
-        let bit = KeyPart::from_binlog_value(&Value::Bytes(vec![0x02, 0x01]), &col("bit", false))
-            .unwrap();
-        assert_eq!(bit, KeyPart::UInt(0x0201));
+        assert_eq!(
+            v("bit(10)", Value::Bytes(vec![0x02, 0x01])),
+            KeyPart::UInt(0x0201)
+        );
+        assert_eq!(v("year", b("1900")), KeyPart::UInt(0));
+        assert_eq!(v("year", b("2155")), KeyPart::UInt(2155));
+        // BINARY(n) loses its trailing zero bytes in the image
+        assert_eq!(
+            v("binary(4)", Value::Bytes(vec![1])),
+            KeyPart::Bytes(vec![1, 0, 0, 0])
+        );
+        assert_eq!(
+            v("binary(4)", Value::Bytes(vec![])),
+            KeyPart::Bytes(vec![0; 4])
+        );
+        assert_eq!(
+            v("varbinary(4)", Value::Bytes(vec![1])),
+            KeyPart::Bytes(vec![1])
+        );
+        let mut u = vec![0u8, 0x11, 0x22, 0x33, 0x44, 0x55, 0x16, 0x77];
+        u.extend([0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff]);
+        assert_eq!(
+            v("uuid", Value::Bytes(u)),
+            KeyPart::Bytes(b"00112233-4455-1677-8899-aabbccddeeff".to_vec())
+        );
+        let mut six = vec![0u8; 10];
+        six.extend([0xff, 0xff, 1, 2, 3, 4]);
+        assert_eq!(
+            v("inet6", Value::Bytes(six)),
+            KeyPart::Bytes(b"::ffff:1.2.3.4".to_vec())
+        );
+        assert_eq!(
+            v("inet4", Value::Bytes(vec![255, 0, 0, 1])),
+            KeyPart::Bytes(b"255.0.0.1".to_vec())
+        );
+        assert_eq!(
+            v("uuid", Value::Bytes(vec![1])),
+            KeyPart::Bytes(b"01000000-0000-0000-0000-000000000000".to_vec())
+        );
+        assert_eq!(
+            v("inet6", Value::Bytes(vec![])),
+            KeyPart::Bytes(b"::".to_vec())
+        );
+        assert_eq!(
+            v("inet4", Value::Bytes(vec![1, 2, 3])),
+            KeyPart::Bytes(b"1.2.3.0".to_vec())
+        );
+        assert!(
+            KeyPart::from_binlog_value(&Value::Bytes(vec![1; 17]), &col("uuid", false)).is_err()
+        );
         assert!(KeyPart::from_binlog_value(&Value::NULL, &col("int", false)).is_err());
     }
 
     #[test]
+    fn marks_bind_values_in_the_columns_own_charset_and_type() {
+        let latin = KeyColumn::new(
+            "k",
+            0,
+            "varchar(10)",
+            Some("latin1"),
+            Some("latin1_german1_ci"),
+        );
+        assert_eq!(
+            latin.mark(),
+            "CONVERT(UNHEX(?) USING latin1) COLLATE latin1_german1_ci"
+        );
+        assert_eq!(latin.read_expr(), "CAST(`k` AS BINARY)");
+        let bin = KeyColumn::new("k", 0, "binary(16)", Some("binary"), None);
+        assert_eq!(bin.mark(), "UNHEX(?)");
+        assert_eq!(
+            bin.bind(&KeyPart::Bytes(vec![0xf6, 0])),
+            Value::Bytes(b"F600".to_vec())
+        );
+        assert_eq!(
+            latin.bind(&KeyPart::Bytes(vec![0xf6])),
+            Value::Bytes(b"F6".to_vec())
+        );
+        assert_eq!(bin.read_expr(), "`k`");
+        assert_eq!(
+            col("decimal(10,3)", false).mark(),
+            "CAST(? AS DECIMAL(10,3))"
+        );
+        assert!(col("timestamp(3)", false).mark().contains("FROM_UNIXTIME"));
+        assert_eq!(
+            col("timestamp(3)", false).read_expr(),
+            "UNIX_TIMESTAMP(`k`)"
+        );
+        assert_eq!(col("enum('a','b')", false).read_expr(), "`k` + 0");
+        assert_eq!(col("int", false).mark(), "?");
+        assert_eq!(col("enum('a','it''s','c)')", false).enum_members(), 3);
+    }
+
+    #[test]
+    fn enum_ranges_are_lists_of_member_indexes() {
+        let e = vec![col("enum('a','b','c')", false)];
+        let k: Key = vec![KeyPart::Int(1)].into();
+        assert_eq!(compare_predicate(&e, Cmp::Gt, &k).0, "((`k` IN (2, 3)))");
+        assert_eq!(compare_predicate(&e, Cmp::Le, &k).0, "((`k` IN (0, 1)))");
+        let top: Key = vec![KeyPart::Int(3)].into();
+        assert_eq!(compare_predicate(&e, Cmp::Gt, &top).0, "(((1 = 0)))");
+        let two = vec![col("enum('a','b','c')", false), col("int", false)];
+        let k2: Key = vec![KeyPart::Int(2), KeyPart::Int(7)].into();
+        let (sql, p) = compare_predicate(&two, Cmp::Gt, &k2);
+        assert_eq!(sql, "((`k` IN (3)) OR (`k` IN (2) AND `k` > ?))");
+        assert_eq!(p, vec![Value::Int(7)]);
+    }
+
+    #[test]
     fn predicates_bind_every_value_and_expand_composite_keys() {
-        let one = vec!["id".to_string()];
+        let one = vec![KeyColumn::new("id", 0, "int", None, None)];
         let k1: Key = vec![KeyPart::Int(1)].into();
         let k2: Key = vec![KeyPart::Int(2)].into();
         let (sql, p) = in_predicate(&one, &[&k1, &k2]);
         assert_eq!(sql, "(`id` IN (?, ?))");
         assert_eq!(p, vec![Value::Int(1), Value::Int(2)]);
-        let two = vec!["a".to_string(), "b`".to_string()];
+        let two = vec![
+            KeyColumn::new("a", 0, "int", None, None),
+            KeyColumn::new("b`", 1, "varbinary(4)", Some("binary"), None),
+        ];
         let c: Key = vec![KeyPart::Int(1), KeyPart::Bytes(b"x".to_vec())].into();
         let (sql, p) = in_predicate(&two, &[&c]);
-        assert_eq!(sql, "((`a` = ? AND `b``` = ?))");
+        assert_eq!(sql, "((`a` = ? AND `b``` = UNHEX(?)))");
         assert_eq!(p.len(), 2);
         let (sql, p) = compare_predicate(&two, Cmp::Gt, &c);
-        assert_eq!(sql, "((`a` > ?) OR (`a` = ? AND `b``` > ?))");
+        assert_eq!(sql, "((`a` > ?) OR (`a` = ? AND `b``` > UNHEX(?)))");
         assert_eq!(
             p,
-            vec![Value::Int(1), Value::Int(1), Value::Bytes(b"x".to_vec())]
+            vec![Value::Int(1), Value::Int(1), Value::Bytes(b"78".to_vec())]
         );
         let (sql, _) = compare_predicate(&two, Cmp::Le, &c);
-        assert_eq!(sql, "((`a` < ?) OR (`a` = ? AND `b``` <= ?))");
+        assert_eq!(sql, "((`a` < ?) OR (`a` = ? AND `b``` <= UNHEX(?)))");
         let (sql, p) = range_predicate(&one, Some(&k1), Some(&k2));
         assert_eq!(sql, "(((`id` > ?)) AND ((`id` <= ?)))");
         assert_eq!(p, vec![Value::Int(1), Value::Int(2)]);
         assert_eq!(range_predicate(&one, None, None).0, "(1 = 1)");
-        assert_eq!(display_key(&two, &c), "(a=1, b`='x')");
+        assert_eq!(display_key(&names(&two), &c), "(a=1, b`='x')");
     }
 }

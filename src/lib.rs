@@ -21,6 +21,7 @@ pub mod hooks;
 pub mod indexes;
 pub mod inspect;
 pub mod key;
+pub mod key_compat;
 pub mod leftovers;
 pub mod metrics;
 pub mod migration;

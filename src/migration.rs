@@ -951,8 +951,8 @@ impl Run<'_> {
             db: self.cfg.database.clone(),
             orig: self.names.original.clone(),
             ghost: self.names.ghost.clone(),
-            key_orig: self.plan.chunk_key.columns.clone(),
-            key_ghost: self.plan.chunk_key.ghost_columns.clone(),
+            key_orig: key_columns(&self.plan.original, &self.plan.chunk_key.columns),
+            key_ghost: key_columns(&self.plan.ghost, &self.plan.chunk_key.ghost_columns),
             key_index: self.plan.chunk_key.original_index.clone(),
             ghost_index: self.plan.chunk_key.ghost_index.clone(),
             targets: copied.iter().map(|m| m.target.clone()).collect(),
@@ -964,26 +964,10 @@ impl Run<'_> {
     }
 }
 
-/// The key columns with what the binlog decoder needs: position and type.
+/// The key columns as the key codec sees them in one table (position, type, charset).
 fn key_columns(t: &TableInfo, names: &[String]) -> Vec<KeyColumn> {
-    names
-        .iter()
-        .map(|n| {
-            let (ordinal, c) = t
-                .columns
-                .iter()
-                .enumerate()
-                .find(|(_, c)| c.name.eq_ignore_ascii_case(n))
-                .expect("key columns come from the table");
-            let ct = c.column_type.to_ascii_lowercase();
-            KeyColumn {
-                name: c.name.clone(),
-                ordinal,
-                data_type: ct.split(['(', ' ']).next().unwrap_or("").to_string(),
-                unsigned: ct.contains("unsigned"),
-            }
-        })
-        .collect()
+    t.key_columns(names)
+        .expect("the chunk key's columns come from the table")
 }
 
 /// A server id for the binlog reader that no replica of this primary uses.

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::conn::ServerInfo;
 use crate::ddl::{column_mapping, AlterSpec, MappedColumn, TableNames};
 use crate::inspect::{IndexInfo, Preflight, TableInfo};
+use crate::key_compat::{fixed_offset_zone, order_changed};
 use crate::sql::{ident_list, qualified, quote_ident, server_code, server_message};
 
 /// Rows copied into the clone to time the copy.
@@ -34,6 +35,15 @@ pub enum PlanError {
     InvalidAlter { reason: String },
     #[error("after the ALTER, the new table shares no primary key or unique key over NOT NULL columns with `{table}` ({detail}). zdm-ost identifies rows by a key both tables have: keep the primary key, or keep a unique key over NOT NULL columns")]
     NoSharedKey { table: String, detail: String },
+    #[error("the ALTER changes how every key that could identify rows of `{table}` compares: {detail}. A range or a lookup by such a key would mean different rows in the original and the new table. Change the key's type, charset or collation in its own step (a native ALTER), or keep a primary or unique key over NOT NULL columns that this ALTER leaves as it is, which zdm-ost then uses")]
+    KeyOrderChanged { table: String, detail: String },
+    #[error("the key {index} of `{table}` has the TIMESTAMP column `{column}`, and the server's time zone ({zone}) has daylight saving: one local hour a year names two instants, so rows could not be found by key. Use another unique key over NOT NULL columns, or run on a server whose time_zone is UTC or a fixed offset such as '+05:00'")]
+    TimestampKeyZone {
+        table: String,
+        index: String,
+        column: String,
+        zone: String,
+    },
     #[error("copying a sample of rows into a copy of the table with the new schema failed: {reason}. The migration would fail the same way: fix the data or the ALTER first")]
     SampleCopy { reason: String },
     #[error("table {name} already exists: another zdm-ost run on this table may be planning now. If none is, DROP TABLE {name} and run again")]
@@ -420,6 +430,7 @@ fn shared_key(
         v
     };
     let ghost_keys: Vec<&IndexInfo> = ghost.candidate_keys();
+    let mut changed = Vec::new();
     for key in original.candidate_keys() {
         let Some(mapped) = key
             .columns
@@ -429,17 +440,34 @@ fn shared_key(
         else {
             continue;
         };
-        if let Some(gk) = ghost_keys
+        let Some(gk) = ghost_keys
             .iter()
             .find(|gk| set(&gk.columns) == set(&mapped))
-        {
-            return Ok(ChunkKey {
-                original_index: key.name.clone(),
-                ghost_index: gk.name.clone(),
-                columns: key.columns.clone(),
-                ghost_columns: mapped,
-            });
+        else {
+            continue;
+        };
+        let reasons: Vec<String> = key
+            .columns
+            .iter()
+            .zip(&mapped)
+            .filter_map(|(o, g)| order_changed(original.column(o)?, ghost.column(g)?))
+            .collect();
+        if !reasons.is_empty() {
+            changed.push(format!("{} ({})", key.name, reasons.join(", ")));
+            continue;
         }
+        return Ok(ChunkKey {
+            original_index: key.name.clone(),
+            ghost_index: gk.name.clone(),
+            columns: key.columns.clone(),
+            ghost_columns: mapped,
+        });
+    }
+    if !changed.is_empty() {
+        return Err(PlanError::KeyOrderChanged {
+            table: original.table.clone(),
+            detail: changed.join("; "),
+        });
     }
     let describe = |keys: Vec<&IndexInfo>| {
         keys.iter()
@@ -765,6 +793,7 @@ pub async fn prepare(
         cancel,
     )
     .await?;
+    timestamp_key_zone(conn, &pre.table, &probe.chunk_key).await?;
     Ok(Plan::new(
         cfg.primary.to_string(),
         spec,
@@ -773,6 +802,40 @@ pub async fn prepare(
         probe,
         cfg.defer_indexes,
     ))
+}
+
+/// Refuses a TIMESTAMP column in the row key when the server's time zone has daylight saving
+/// (see [`crate::key_compat`]).
+async fn timestamp_key_zone(
+    conn: &mut Conn,
+    original: &TableInfo,
+    key: &ChunkKey,
+) -> Result<(), PlanError> {
+    let Some(column) = key.columns.iter().find(|c| {
+        original
+            .column(c)
+            .is_some_and(|ci| ci.column_type.to_ascii_lowercase().starts_with("timestamp"))
+    }) else {
+        return Ok(());
+    };
+    let (zone, system): (String, String) = conn
+        .query_first("SELECT /* zdm-ost */ @@GLOBAL.time_zone, @@system_time_zone")
+        .await
+        .map_err(q("reading the server's time zone"))?
+        .unwrap_or_default();
+    if fixed_offset_zone(&zone, &system) {
+        return Ok(());
+    }
+    Err(PlanError::TimestampKeyZone {
+        table: original.table.clone(),
+        index: key.original_index.clone(),
+        column: column.clone(),
+        zone: if zone.eq_ignore_ascii_case("SYSTEM") {
+            format!("SYSTEM, which is {system}")
+        } else {
+            zone
+        },
+    })
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@
 use mysql_async::prelude::*;
 use mysql_async::{Conn, TxOpts, Value};
 
-use crate::key::{compare_predicate, display_key, Cmp, Key, KeyPart};
+use crate::key::{compare_predicate, display_key, names, read_list, Cmp, Key, KeyColumn, KeyPart};
 use crate::sql::{ident_list, qualified, quote_ident};
 
 /// The tables of one migration and how rows map between them.
@@ -32,9 +32,9 @@ pub struct Tables {
     pub orig: String,
     pub ghost: String,
     /// Key columns in the original table, in index order.
-    pub key_orig: Vec<String>,
-    /// The same key columns' names in the ghost table.
-    pub key_ghost: Vec<String>,
+    pub key_orig: Vec<KeyColumn>,
+    /// The same key columns in the ghost table (names and types as the ghost has them).
+    pub key_ghost: Vec<KeyColumn>,
     /// The original table's index over the key (for FORCE INDEX).
     pub key_index: String,
     /// The ghost's index over the key: a duplicate on it is copy and apply racing, not an error.
@@ -93,9 +93,10 @@ impl Tables {
                 params.extend(v);
             }
         }
-        let keys = ident_list(&self.key_orig);
+        let keys = ident_list(&names(&self.key_orig));
         let sql = format!(
-            "SELECT /* zdm-ost */ {keys} FROM {} FORCE INDEX ({}) WHERE {} ORDER BY {keys} LIMIT 1 OFFSET {}",
+            "SELECT /* zdm-ost */ {} FROM {} FORCE INDEX ({}) WHERE {} ORDER BY {keys} LIMIT 1 OFFSET {}",
+            read_list(&self.key_orig),
             self.orig_q(),
             quote_ident(&self.key_index),
             if preds.is_empty() { "1 = 1".to_string() } else { preds.join(" AND ") },
@@ -199,22 +200,35 @@ pub async fn resync(
             // The guard rolls back if this future is dropped halfway: a half-done pair (ghost
             // rows deleted, not re-inserted) can never be committed by a later statement.
             let mut tx = conn.start_transaction(TxOpts::default()).await?;
-            tx.exec_drop(t.delete_sql(&ghost_pred), ghost_params)
-                .await?;
-            let orig_pred = match crate::failpoint::every("copy-slow-read") {
-                Some(ms) if mode == Mode::Snapshot => {
-                    format!("{orig_pred} AND SLEEP({}) = 0", ms as f64 / 1000.0)
-                }
-                _ => orig_pred,
+            let run = async {
+                tx.exec_drop(t.delete_sql(&ghost_pred), ghost_params)
+                    .await?;
+                let orig_pred = match crate::failpoint::every("copy-slow-read") {
+                    Some(ms) if mode == Mode::Snapshot => {
+                        format!("{orig_pred} AND SLEEP({}) = 0", ms as f64 / 1000.0)
+                    }
+                    _ => orig_pred,
+                };
+                tx.exec_drop(t.insert_sql(&orig_pred, mode == Mode::Locking), orig_params)
+                    .await?;
+                Ok::<u64, mysql_async::Error>(tx.affected_rows())
             };
-            tx.exec_drop(t.insert_sql(&orig_pred, mode == Mode::Locking), orig_params)
-                .await?;
-            let n = tx.affected_rows();
-            if mode == Mode::Snapshot {
-                crate::failpoint::hit("copy-uncommitted").await;
+            match run.await {
+                Ok(n) => {
+                    if mode == Mode::Snapshot {
+                        crate::failpoint::hit("copy-uncommitted").await;
+                    }
+                    tx.commit().await?;
+                    Ok(n)
+                }
+                Err(e) => {
+                    // Roll back now: left to the guard, the rollback would wait for the
+                    // connection's next use, and the transaction's row locks with it (they
+                    // stalled application writers, and failed a cut-over).
+                    let _ = tx.rollback().await;
+                    Err(e)
+                }
             }
-            tx.commit().await?;
-            Ok(n)
         }
     }
 }
@@ -222,9 +236,13 @@ pub async fn resync(
 /// How a failed resync should be handled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
-    /// A row lock held by someone else (`NOWAIT`), a deadlock among zdm-ost's own sessions, or
-    /// a duplicate on the ghost's key from copy and apply racing: back off and retry.
+    /// A row lock held by someone else (`NOWAIT`), or a deadlock among zdm-ost's own
+    /// sessions: back off and retry.
     Conflict,
+    /// A duplicate on the ghost's key. Transient when copy and apply race on a range; real when
+    /// two rows of the original become one key under the new schema. Retried a bounded number
+    /// of times, then reported as the server reports it.
+    KeyDuplicate(String),
     /// A duplicate on another unique key. Transient when the row it collides with is itself
     /// waiting to be re-synced; a real violation of the new key if it persists.
     Duplicate(String),
@@ -252,10 +270,11 @@ pub fn classify(e: &mysql_async::Error, ghost_key_index: &str) -> Failure {
                             .to_string()
                     })
                     .unwrap_or_default();
+                let message = format!("{} (error {})", s.message, s.code);
                 if on_key.eq_ignore_ascii_case(ghost_key_index) {
-                    Failure::Conflict
+                    Failure::KeyDuplicate(message)
                 } else {
-                    Failure::Duplicate(format!("{} (error {})", s.message, s.code))
+                    Failure::Duplicate(message)
                 }
             }
             2006 | 2013 | 1927 => Failure::Connection,
@@ -295,11 +314,11 @@ pub async fn describe_offending_row(
         .map(|i| t.sources[i].clone())?;
     let sql = format!(
         "SELECT /* zdm-ost */ {}, {} FROM {} FORCE INDEX ({}) WHERE {orig_pred} ORDER BY {} LIMIT 1 OFFSET {}",
-        ident_list(&t.key_orig),
+        read_list(&t.key_orig),
         quote_ident(&source),
         t.orig_q(),
         quote_ident(&t.key_index),
-        ident_list(&t.key_orig),
+        ident_list(&names(&t.key_orig)),
         row.saturating_sub(1)
     );
     let found: Option<mysql_async::Row> = conn.exec_first(sql, orig_params).await.ok()?;
@@ -324,7 +343,7 @@ pub async fn describe_offending_row(
     };
     Some(format!(
         "the row with {} has {source}={shown}",
-        display_key(&t.key_orig, &key)
+        display_key(&names(&t.key_orig), &key)
     ))
 }
 
@@ -361,11 +380,14 @@ mod tests {
     }
 
     #[test]
-    fn duplicates_on_the_ghost_key_are_conflicts_others_are_not() {
+    fn duplicates_on_the_ghost_key_are_told_apart_from_other_duplicates() {
         let e = server_error(1062, "Duplicate entry '5' for key 'PRIMARY'");
-        assert_eq!(classify(&e, "PRIMARY"), Failure::Conflict);
+        assert_eq!(
+            classify(&e, "PRIMARY"),
+            Failure::KeyDuplicate("Duplicate entry '5' for key 'PRIMARY' (error 1062)".into())
+        );
         let e = server_error(1062, "Duplicate entry '5' for key 't_zdm_gho.PRIMARY'");
-        assert_eq!(classify(&e, "PRIMARY"), Failure::Conflict);
+        assert!(matches!(classify(&e, "PRIMARY"), Failure::KeyDuplicate(_)));
         let e = server_error(1062, "Duplicate entry 'a@x' for key 'email'");
         assert_eq!(
             classify(&e, "PRIMARY"),

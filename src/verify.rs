@@ -30,7 +30,7 @@ use crate::apply::{FollowError, Follower};
 use crate::changelog::write_sentinel;
 use crate::conn::Endpoint;
 use crate::inspect::TableInfo;
-use crate::key::{display_range, range_predicate, Key};
+use crate::key::{display_range, names, range_predicate, Key};
 use crate::progress::Progress;
 use crate::resync::Tables;
 use crate::sql::{quote_ident, server_code, server_message};
@@ -224,7 +224,7 @@ impl Verify<'_> {
                 stats.ms = started.elapsed().as_millis() as u64;
                 return Ok(stats);
             }
-            let shown = describe(&self.tables.key_orig, &differing);
+            let shown = describe(&names(&self.tables.key_orig), &differing);
             if round == MAX_ROUNDS {
                 return Err(VerifyError::Persistent {
                     table: self.tables.orig_q(),
@@ -239,7 +239,7 @@ impl Verify<'_> {
             stats.repaired_chunks += differing.len() as u64;
             for (lo, hi) in &differing {
                 let range = describe(
-                    &self.tables.key_orig,
+                    &names(&self.tables.key_orig),
                     std::slice::from_ref(&(lo.clone(), hi.clone())),
                 );
                 crate::copier::copy_chunk(

@@ -152,8 +152,16 @@ pub async fn zdm_as(user: &str, db: &str, args: &[&str]) -> Output {
     zdm(db, &[&["--user", user, "--password", "pw"], args].concat()).await
 }
 
+/// The zdm-ost binary under test: this build's, or `ZDM_TEST_BIN` (to show that a new test
+/// fails on an older build).
+pub fn zdm_bin() -> PathBuf {
+    std::env::var_os("ZDM_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_zdm-ost")))
+}
+
 pub async fn zdm_raw(args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_zdm-ost"))
+    tokio::process::Command::new(zdm_bin())
         .args(args)
         .env_remove("ZDM_PASSWORD")
         .env("NO_COLOR", "1")

@@ -33,7 +33,7 @@ impl Running {
     /// (many test ALTERs are INSTANT-class); a test of the INSTANT path passes
     /// `--attempt-instant-ddl`, which overrides it.
     pub fn spawn(port: u16, db: &str, args: &[&str], env: &[(&str, &str)]) -> Running {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_zdm-ost"));
+        let mut cmd = tokio::process::Command::new(super::zdm_bin());
         let port = port.to_string();
         cmd.args(["--host", "127.0.0.1", "--port", &port, "--database", db]);
         if args.contains(&"--execute") {

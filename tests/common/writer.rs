@@ -22,6 +22,27 @@ pub enum KeyShape {
     Single(&'static str),
     /// (integer, string): n -> (n / 10, "k<n % 10>").
     Composite(&'static str, &'static str),
+    /// A BINARY(16) column holding random-looking UUID bytes ([`uuid16`]).
+    Binary16(&'static str),
+}
+
+/// n -> 16 random-looking bytes, like a UUID stored in BINARY(16); every fourth ends in 0x00
+/// and every sixteenth in 0x0000 (the binlog image drops trailing zero bytes).
+pub fn uuid16(n: u64) -> Vec<u8> {
+    fn mix(mut z: u64) -> u64 {
+        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    let mut b = [mix(n).to_be_bytes(), mix(n ^ 0x5555_aaaa).to_be_bytes()].concat();
+    if n % 4 == 0 {
+        b[15] = 0;
+    }
+    if n % 16 == 0 {
+        b[14] = 0;
+    }
+    b
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -371,6 +392,7 @@ async fn insert(
 fn key_values(k: &KeyShape, n: u64) -> (Vec<&'static str>, Vec<Value>) {
     match k {
         KeyShape::Single(c) => (vec![c], vec![Value::UInt(n)]),
+        KeyShape::Binary16(c) => (vec![c], vec![Value::Bytes(uuid16(n))]),
         KeyShape::Composite(a, b) => (
             vec![a, b],
             vec![

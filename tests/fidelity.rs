@@ -1,0 +1,458 @@
+//! Fidelity: every key type, charset, collation and time zone survives the migration.
+//!
+//! The type matrix: one table per key type, seeded, migrated with the cut-over postponed; once
+//! zdm-ost waits for the cut-over (copy and checksum done), an insert, a non-key update, a
+//! key-changing update and a delete reach the ghost only through the binlog key path (binlog
+//! value -> key -> predicate). Each is made in the same transaction on a control table; after
+//! the cut-over the table must equal the control row for row, byte for byte.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::fixtures::*;
+use common::run::Running;
+use common::writer::{Gen, KeyShape, Shape, Writers};
+use common::*;
+use mysql_async::prelude::*;
+use mysql_async::Conn;
+
+/// One key type of the matrix.
+struct Case {
+    name: &'static str,
+    /// The key columns' definitions.
+    cols: &'static str,
+    /// The key columns, in the key's order.
+    key: &'static [&'static str],
+    /// Key values, one SQL literal per key column: the seeded rows, then the row inserted after
+    /// the checksum, then the new key of the key-changing update. Rows 0, 1 and 2 get the
+    /// non-key update, the key change and the delete.
+    vals: &'static [&'static [&'static str]],
+    alter: &'static str,
+}
+
+const ADD: &str = "ADD COLUMN note INT NULL";
+
+const fn case(
+    name: &'static str,
+    cols: &'static str,
+    vals: &'static [&'static [&'static str]],
+) -> Case {
+    Case {
+        name,
+        cols,
+        key: &["k"],
+        vals,
+        alter: ADD,
+    }
+}
+
+fn matrix() -> Vec<Case> {
+    vec![
+        case("ti", "k TINYINT NOT NULL", &[&["-128"], &["127"], &["0"], &["-1"], &["1"]]),
+        case(
+            "biu",
+            "k BIGINT UNSIGNED NOT NULL",
+            &[&["0"], &["18446744073709551615"], &["9223372036854775808"], &["1"], &["18446744073709551614"]],
+        ),
+        case("mi", "k MEDIUMINT NOT NULL", &[&["-8388608"], &["8388607"], &["-1"], &["0"], &["-8388607"]]),
+        case(
+            "dec",
+            "k DECIMAL(20,6) NOT NULL",
+            &[&["-99999999999999.999999"], &["0.000001"], &["12345678901234.5"], &["-0.000001"], &["99999999999999.999999"]],
+        ),
+        case("dt", "k DATE NOT NULL", &[&["'0000-00-00'"], &["'1000-01-01'"], &["'9999-12-31'"], &["'2000-01-00'"], &["'2024-02-29'"]]),
+        case("tm0", "k TIME NOT NULL", &[&["'-838:59:59'"], &["'838:59:59'"], &["'00:00:00'"], &["'-00:00:01'"], &["'12:00:00'"]]),
+        case(
+            "tm6",
+            "k TIME(6) NOT NULL",
+            &[&["'-838:59:58.999999'"], &["'00:00:00.000001'"], &["'-00:00:00.000001'"], &["'838:59:58.5'"], &["'01:02:03.4'"]],
+        ),
+        case(
+            "dtm0",
+            "k DATETIME NOT NULL",
+            &[&["'0000-00-00 00:00:00'"], &["'1000-01-01 00:00:00'"], &["'9999-12-31 23:59:59'"], &["'2000-00-00 00:00:00'"], &["'1970-01-01 00:00:00'"]],
+        ),
+        case(
+            "dtm3",
+            "k DATETIME(3) NOT NULL",
+            &[&["'0000-00-00 00:00:00.000'"], &["'2024-01-02 03:04:05.123'"], &["'9999-12-31 23:59:59.999'"], &["'2024-01-02 03:04:05.120'"], &["'1000-01-01 00:00:00.001'"]],
+        ),
+        case(
+            "dtm6",
+            "k DATETIME(6) NOT NULL",
+            &[&["'1000-01-01 00:00:00.000001'"], &["'9999-12-31 23:59:59.999999'"], &["'0000-00-00 00:00:00'"], &["'2024-01-02 03:04:05.000010'"], &["'2024-01-02 03:04:05.100000'"]],
+        ),
+        case(
+            "ts0",
+            "k TIMESTAMP NOT NULL DEFAULT '2000-01-01 00:00:00'",
+            &[&["'0000-00-00 00:00:00'"], &["'1970-01-01 00:00:01'"], &["'2038-01-19 03:14:07'"], &["'2000-06-01 12:00:00'"], &["'2024-03-31 02:30:00'"]],
+        ),
+        case(
+            "ts6",
+            "k TIMESTAMP(6) NOT NULL DEFAULT '2000-01-01 00:00:00'",
+            &[&["'0000-00-00 00:00:00'"], &["'2024-01-02 03:04:05.654321'"], &["'2038-01-19 03:14:07.999999'"], &["'2024-01-02 03:04:05.000001'"], &["'1970-01-01 00:00:01.5'"]],
+        ),
+        case("yr", "k YEAR NOT NULL", &[&["0"], &["1901"], &["2155"], &["2000"], &["1999"]]),
+        case(
+            "l1c",
+            "k CHAR(8) CHARACTER SET latin1 NOT NULL",
+            &[&["_latin1 X'F6'"], &["'é'"], &["'a  '"], &["_latin1 X'E9F6'"], &["'b'"]],
+        ),
+        case(
+            "l1v",
+            "k VARCHAR(8) CHARACTER SET latin1 COLLATE latin1_german1_ci NOT NULL",
+            &[&["_latin1 X'F6'"], &["'é '"], &["'ß'"], &["_latin1 X'E9F6'"], &["'x '"]],
+        ),
+        case(
+            "u3",
+            "k VARCHAR(8) CHARACTER SET utf8mb3 NOT NULL",
+            &[&["'ä€'"], &["'a '"], &["'Ω'"], &["'ü'"], &["'€ '"]],
+        ),
+        case(
+            "u4",
+            "k VARCHAR(8) CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci NOT NULL",
+            &[&["'😀'"], &["'héllo'"], &["'b  '"], &["'✓😀'"], &["'z'"]],
+        ),
+        case(
+            "nopad",
+            "k VARCHAR(8) CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin NOT NULL",
+            &[&["'a'"], &["'a '"], &["'a  '"], &["'b '"], &["'b'"]],
+        ),
+        case(
+            "vbinc",
+            "k VARCHAR(8) CHARACTER SET binary NOT NULL",
+            &[&["X'00'"], &["X'FF00'"], &["X'C3'"], &["X'0000'"], &["X'61'"]],
+        ),
+        case(
+            "bin16",
+            "k BINARY(16) NOT NULL",
+            &[&["X'00112233445566778899AABBCCDDEE00'"], &["X'00'"], &["X'FF000000000000000000000000000000'"], &["X'0102030405060708090A0B0C0D0E0F00'"], &["X'AB0000'"]],
+        ),
+        case(
+            "vbin",
+            "k VARBINARY(8) NOT NULL",
+            &[&["X'0100'"], &["X'01'"], &["X'00'"], &["X'010000'"], &["X''"]],
+        ),
+        case("en", "k ENUM('b','a','c','d') NOT NULL", &[&["'a'"], &["'b'"], &["'c'"], &["''"], &["'d'"]]),
+        case("st", "k SET('x','y','z') NOT NULL", &[&["'x,z'"], &["''"], &["'y'"], &["'x,y,z'"], &["'z'"]]),
+        case("bit", "k BIT(10) NOT NULL", &[&["b'1000000001'"], &["0"], &["1023"], &["512"], &["2"]]),
+        case("bit64", "k BIT(64) NOT NULL", &[&["0xFFFFFFFFFFFFFFFF"], &["0"], &["0x8000000000000000"], &["1"], &["0x7FFFFFFFFFFFFFFF"]]),
+        case(
+            "uuid",
+            "k UUID NOT NULL",
+            &[&["'00112233-4455-1677-8899-aabbccddeeff'"], &["'00112233-4455-6677-8899-aabbccddee00'"], &["'ffffffff-ffff-4fff-bfff-ffffffffffff'"], &["'00000000-0000-0000-0000-000000000000'"], &["'12345678-1234-7234-a234-123456789abc'"]],
+        ),
+        case("inet4", "k INET4 NOT NULL", &[&["'0.0.0.0'"], &["'255.255.255.255'"], &["'10.0.0.1'"], &["'1.2.3.0'"], &["'192.168.0.1'"]]),
+        case(
+            "inet6",
+            "k INET6 NOT NULL",
+            &[&["'::'"], &["'::ffff:1.2.3.4'"], &["'fe80::1'"], &["'2001:db8::ff00:42:8329'"], &["'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ff00'"]],
+        ),
+        Case {
+            name: "mix",
+            cols: "a VARCHAR(6) CHARACTER SET latin1 NOT NULL, b BINARY(4) NOT NULL, c ENUM('x','y') NOT NULL, d TIMESTAMP(3) NOT NULL DEFAULT '2000-01-01 00:00:00', e DECIMAL(6,2) NOT NULL",
+            key: &["a", "b", "c", "d", "e"],
+            vals: &[
+                &["_latin1 X'F6'", "X'01000000'", "'y'", "'0000-00-00 00:00:00'", "-1.5"],
+                &["_latin1 X'F6'", "X'01000000'", "'x'", "'2024-01-02 03:04:05.1'", "0"],
+                &["'a '", "X'00000000'", "'y'", "'2030-01-01 00:00:00'", "9999.99"],
+                &["_latin1 X'F6'", "X'01000000'", "'x'", "'0000-00-00 00:00:00'", "-1.5"],
+                &["'a '", "X'00000001'", "'x'", "'2030-01-01 00:00:00.001'", "1"],
+            ],
+            alter: ADD,
+        },
+        Case {
+            name: "enapp",
+            cols: "k ENUM('b','a','c','e','f') NOT NULL",
+            key: &["k"],
+            vals: &[&["'a'"], &["'b'"], &["'c'"], &["'e'"], &["'f'"]],
+            alter: "MODIFY k ENUM('b','a','c','e','f','g') NOT NULL",
+        },
+        Case {
+            name: "widen",
+            cols: "k INT NOT NULL, s VARCHAR(4) CHARACTER SET latin1 NOT NULL",
+            key: &["k", "s"],
+            vals: &[&["-1", "_latin1 X'F6'"], &["2147483647", "'a'"], &["0", "''"], &["5", "'é'"], &["-2147483648", "'z '"]],
+            alter: "MODIFY k BIGINT NOT NULL, MODIFY s VARCHAR(20) CHARACTER SET latin1 NOT NULL",
+        },
+    ]
+}
+
+fn tuple(v: &[&str]) -> String {
+    format!("({})", v.join(", "))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("zdm-fid-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Runs one case of the matrix on the server at `port`, in database `db`; panics with what
+/// differs.
+async fn run_case(port: u16, db: &str, c: &Case) {
+    let mut conn = Conn::new(opts(port, "root", None, Some(db))).await.unwrap();
+    // zero dates, the ENUM's empty member: values an application may hold
+    conn.query_drop("SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION'")
+        .await
+        .unwrap();
+    let (t, ctl) = (format!("k_{}", c.name), format!("k_{}_ctl", c.name));
+    let key = c.key.join(", ");
+    let n = c.vals.len() - 2;
+    for table in [&t, &ctl] {
+        conn.query_drop(format!(
+            "CREATE TABLE `{table}` ({}, v INT NOT NULL, PRIMARY KEY ({key}))",
+            c.cols
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", c.name));
+        for (i, v) in c.vals[..n].iter().enumerate() {
+            conn.query_drop(format!(
+                "INSERT INTO `{table}` ({key}, v) VALUES ({}, {i})",
+                v.join(", ")
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("{}: seeding {v:?}: {e}", c.name));
+        }
+    }
+    let dir = scratch(c.name);
+    let flag = dir.join("postpone");
+    std::fs::write(&flag, "").unwrap();
+    let run = Running::spawn(
+        port,
+        db,
+        &[
+            "--table",
+            &t,
+            "--alter",
+            c.alter,
+            "--execute",
+            "--postpone-cut-over-flag-file",
+            flag.to_str().unwrap(),
+        ],
+        &[],
+    );
+    run.wait_for("cut-over postponed", Duration::from_secs(120))
+        .await;
+    let row = |i: usize| tuple(c.vals[i]);
+    let set: Vec<String> = c
+        .key
+        .iter()
+        .zip(c.vals[n + 1].iter())
+        .map(|(k, v)| format!("{k} = {v}"))
+        .collect();
+    let ops = [
+        format!(
+            "INSERT INTO {{t}} ({key}, v) VALUES ({}, 1000)",
+            c.vals[n].join(", ")
+        ),
+        format!("UPDATE {{t}} SET v = v + 100 WHERE ({key}) = {}", row(0)),
+        format!(
+            "UPDATE {{t}} SET {} WHERE ({key}) = {}",
+            set.join(", "),
+            row(1)
+        ),
+        format!("DELETE FROM {{t}} WHERE ({key}) = {}", row(2)),
+        format!("UPDATE {{t}} SET v = v + 1 WHERE ({key}) = {}", row(n)),
+    ];
+    for op in &ops {
+        conn.query_drop("START TRANSACTION").await.unwrap();
+        for table in [&t, &ctl] {
+            let sql = op.replace("{t}", &format!("`{table}`"));
+            conn.query_drop(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {sql}: {e}", c.name));
+        }
+        conn.query_drop("COMMIT").await.unwrap();
+    }
+    std::fs::remove_file(&flag).unwrap();
+    let (code, _, err) = run.finish().await;
+    assert_eq!(code, Some(0), "{}: zdm-ost failed:\n{err}", c.name);
+    let hex: Vec<String> = c.key.iter().map(|k| format!("HEX(CONCAT({k}))")).collect();
+    let select =
+        |table: &str| format!("SELECT {}, v FROM `{table}` ORDER BY {key}", hex.join(", "));
+    let (a, b) = (
+        rows(&mut conn, &select(&t)).await,
+        rows(&mut conn, &select(&ctl)).await,
+    );
+    assert_eq!(
+        a, b,
+        "{}: the migrated table differs from the control table (left: migrated, right: control)",
+        c.name
+    );
+    assert_eq!(a.len(), n, "{}: expected {n} rows", c.name);
+    let _ = conn.disconnect().await;
+}
+
+/// Runs cases four at a time (each a zdm-ost process of its own).
+async fn run_all(port: u16, db: &str, cases: Vec<Case>) {
+    let gate = Arc::new(tokio::sync::Semaphore::new(4));
+    let mut set = tokio::task::JoinSet::new();
+    for c in cases {
+        let gate = Arc::clone(&gate);
+        let db = db.to_string();
+        set.spawn(async move {
+            let _p = gate.acquire_owned().await.unwrap();
+            run_case(port, &db, &c).await;
+        });
+    }
+    let mut failed = Vec::new();
+    while let Some(r) = set.join_next().await {
+        if let Err(e) = r {
+            failed.push(e.to_string());
+        }
+    }
+    assert!(failed.is_empty(), "cases failed:\n{}", failed.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_key_type_survives_changes_made_after_the_checksum() {
+    let db = TestDb::new("f_matrix").await;
+    run_all(primary_port(), &db.name.clone(), matrix()).await;
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn random_binary16_uuid_keys_lose_nothing_under_load() {
+    let mut db = TestDb::new("f_uuid_load").await;
+    let def = "(id BINARY(16) NOT NULL PRIMARY KEY, a INT NOT NULL, b VARCHAR(100) NULL, \
+               d DECIMAL(20,6) NOT NULL DEFAULT 0, KEY ka (a))";
+    let seeded = 4000u64;
+    for t in ["t", "ctl"] {
+        db.exec(&format!("CREATE TABLE {t} {def}")).await;
+        for lo in (1..=seeded).step_by(500) {
+            let ns: Vec<u64> = (lo..lo + 500).collect();
+            let marks = vec!["(?, ?, ?, ?)"; ns.len()].join(", ");
+            let params: Vec<mysql_async::Value> = ns
+                .iter()
+                .flat_map(|&n| {
+                    [
+                        common::writer::uuid16(n).into(),
+                        (n as i64 % 1000).into(),
+                        format!("b{n}").into(),
+                        format!("{}.5", n).into(),
+                    ]
+                })
+                .collect();
+            db.conn
+                .exec_drop(
+                    format!("INSERT INTO {t} (id, a, b, d) VALUES {marks}"),
+                    params,
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let shape = Shape {
+        table: "t".into(),
+        control: "ctl".into(),
+        key: KeyShape::Binary16("id"),
+        cols: vec![
+            ("a", Gen::Int, false),
+            ("b", Gen::Str, true),
+            ("d", Gen::Decimal, false),
+        ],
+        seeded,
+    };
+    let writers = Writers::start(
+        primary_port(),
+        &db.name,
+        &shape,
+        4,
+        Duration::from_millis(2),
+        false,
+    )
+    .await;
+    // the cut-over waits two seconds after the checksum: every change then reaches the ghost
+    // through the binlog key path only
+    let flag = scratch("uuid-load").join("postpone");
+    std::fs::write(&flag, "").unwrap();
+    let run = Running::spawn(
+        primary_port(),
+        &db.name,
+        &[
+            "--table",
+            "t",
+            "--alter",
+            "ADD COLUMN note TEXT NULL",
+            "--execute",
+            "--chunk-size",
+            "500",
+            "--postpone-cut-over-flag-file",
+            flag.to_str().unwrap(),
+        ],
+        &[],
+    );
+    run.wait_for("cut-over postponed", Duration::from_secs(120))
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    std::fs::remove_file(&flag).unwrap();
+    let (code, _, err) = run.finish().await;
+    let report = writers.stop_without_errors().await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(report.transactions > 500, "{report:?}");
+    let n = assert_same_rows(
+        &mut db.conn,
+        "SELECT HEX(id), a, b, d FROM t ORDER BY id",
+        "SELECT HEX(id), a, b, d FROM ctl ORDER BY id",
+    )
+    .await;
+    let zero_ended: u64 = db
+        .conn
+        .query_first("SELECT COUNT(*) FROM t WHERE RIGHT(id, 1) = X'00'")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(zero_ended > 500, "{zero_ended} of {n} keys end in 0x00");
+    db.drop_db().await;
+}
+
+/// The `zdm-ost: error:` line of a dry run of `alter` on table `t`.
+async fn refusal(db: &str, alter: &str) -> String {
+    let o = zdm(db, &["--table", "t", "--alter", alter]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    error_line(&stderr(&o))
+}
+
+#[tokio::test]
+async fn a_key_whose_order_or_equality_the_alter_changes_is_refused_at_the_plan() {
+    let mut db = TestDb::new("f_keyorder").await;
+    db.exec(
+        "CREATE TABLE t (k VARCHAR(10) CHARACTER SET latin1 NOT NULL PRIMARY KEY, \
+         e ENUM('a','b') NOT NULL, v INT) CHARACTER SET latin1",
+    )
+    .await;
+    db.exec("INSERT INTO t VALUES (_latin1 X'F6', 'a', 1), ('10', 'b', 2), ('9', 'a', 3)")
+        .await;
+    let tail = ". A range or a lookup by such a key would mean different rows in the original and the new table. \
+                Change the key's type, charset or collation in its own step (a native ALTER), or keep a primary or \
+                unique key over NOT NULL columns that this ALTER leaves as it is, which zdm-ost then uses";
+    assert_eq!(
+        refusal(&db.name, "CONVERT TO CHARACTER SET utf8mb4").await,
+        format!(
+            "zdm-ost: error: plan: the ALTER changes how every key that could identify rows of `t` compares: \
+             PRIMARY (`k` changes from varchar(10) COLLATE latin1_swedish_ci to varchar(10) COLLATE utf8mb4_general_ci){tail}"
+        )
+    );
+    assert_eq!(
+        refusal(&db.name, "MODIFY k INT NOT NULL").await,
+        format!(
+            "zdm-ost: error: plan: the ALTER changes how every key that could identify rows of `t` compares: \
+             PRIMARY (`k` changes from varchar(10) COLLATE latin1_swedish_ci to int(11)){tail}"
+        )
+    );
+    db.exec("ALTER TABLE t DROP PRIMARY KEY, ADD PRIMARY KEY (e, k)")
+        .await;
+    let before = db.snapshot().await;
+    let reorder = refusal(&db.name, "MODIFY e ENUM('b','a') NOT NULL").await;
+    assert!(
+        reorder.contains("PRIMARY (`e` changes from enum('a','b') COLLATE latin1_swedish_ci to enum('b','a') COLLATE latin1_swedish_ci)"),
+        "{reorder}"
+    );
+    assert_eq!(db.snapshot().await, before, "the refusal changed something");
+    db.drop_db().await;
+}
