@@ -456,3 +456,172 @@ async fn a_key_whose_order_or_equality_the_alter_changes_is_refused_at_the_plan(
     assert_eq!(db.snapshot().await, before, "the refusal changed something");
     db.drop_db().await;
 }
+
+/// A throwaway server whose system time zone is Europe/Berlin (daylight saving) and whose
+/// binlog carries no column metadata (`binlog_row_metadata=NO_LOG`, MariaDB's default): the
+/// test sets its global `time_zone` itself.
+async fn berlin_instance(name: &str, port: u16) -> Conn {
+    let status = std::process::Command::new(repo_root().join("scripts/mysql-env.sh"))
+        .args(["start-instance", name, &port.to_string()])
+        .arg("--binlog-row-metadata=NO_LOG")
+        .env("TZ", "Europe/Berlin")
+        .status()
+        .expect("run scripts/mysql-env.sh");
+    assert!(
+        status.success(),
+        "starting instance {name} on {port} failed"
+    );
+    let mut c = connect(port).await;
+    c.query_drop(format!(
+        "DROP DATABASE IF EXISTS `{name}`; CREATE DATABASE `{name}`; USE `{name}`"
+    ))
+    .await
+    .unwrap();
+    c
+}
+
+/// Values zdm-ost computes (a DATETIME becoming a TIMESTAMP and back, a CURRENT_TIMESTAMP
+/// default filled into existing rows, a stored generated column over a TIMESTAMP) equal what
+/// the server's own ALTER computes on a server at +05:00; TIMESTAMP keys and every other key of
+/// the matrix survive the binlog path there, without binlog column metadata.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn values_and_keys_follow_a_non_utc_server_time_zone() {
+    let (name, port) = ("zt_tz", 3318);
+    let mut c = berlin_instance(name, port).await;
+    c.query_drop("SET GLOBAL time_zone = '+05:00'")
+        .await
+        .unwrap();
+    // a new session, in the server's zone as applications have it
+    let mut c = Conn::new(opts(port, "root", None, Some(name)))
+        .await
+        .unwrap();
+    c.query_drop("SET time_zone = @@GLOBAL.time_zone")
+        .await
+        .unwrap();
+    let def =
+        "(id INT NOT NULL PRIMARY KEY, dt DATETIME(3) NOT NULL, ts TIMESTAMP(3) NULL DEFAULT NULL)";
+    let alter = "MODIFY dt TIMESTAMP(3) NOT NULL DEFAULT '2000-01-01 00:00:00', MODIFY ts DATETIME(3) NULL, \
+                 ADD COLUMN added DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP, \
+                 ADD COLUMN g BIGINT AS (UNIX_TIMESTAMP(dt)) STORED";
+    for t in ["n", "n_native"] {
+        c.query_drop(format!("CREATE TABLE {t} {def}"))
+            .await
+            .unwrap();
+        c.query_drop(format!(
+            "INSERT INTO {t} VALUES (1, '2024-01-02 12:00:00.5', '2024-01-02 12:00:00.25'), \
+             (2, '2024-07-01 00:30:00', NULL), (3, '1999-12-31 23:59:59.999', '2038-01-19 08:14:07')"
+        ))
+        .await
+        .unwrap();
+    }
+    c.query_drop(format!("ALTER TABLE n_native {alter}"))
+        .await
+        .unwrap();
+    let flag = scratch("tz").join("postpone");
+    std::fs::write(&flag, "").unwrap();
+    let run = Running::spawn(
+        port,
+        name,
+        &[
+            "--table",
+            "n",
+            "--alter",
+            alter,
+            "--execute",
+            "--postpone-cut-over-flag-file",
+            flag.to_str().unwrap(),
+        ],
+        &[],
+    );
+    run.wait_for("cut-over postponed", Duration::from_secs(120))
+        .await;
+    for t in ["n", "n_native"] {
+        c.query_drop(format!(
+            "INSERT INTO {t} (id, dt, ts) VALUES (4, '2024-03-31 12:00:00', '2024-10-27 02:30:00')"
+        ))
+        .await
+        .unwrap();
+        c.query_drop(format!(
+            "UPDATE {t} SET dt = '2000-06-15 06:00:00' WHERE id = 2"
+        ))
+        .await
+        .unwrap();
+    }
+    std::fs::remove_file(&flag).unwrap();
+    let (code, _, err) = run.finish().await;
+    assert_eq!(code, Some(0), "{err}");
+    let cols = "id, dt, ts, g, ABS(TIMESTAMPDIFF(SECOND, added, NOW())) < 600";
+    let n = assert_same_rows(
+        &mut c,
+        &format!("SELECT {cols} FROM n ORDER BY id"),
+        &format!("SELECT {cols} FROM n_native ORDER BY id"),
+    )
+    .await;
+    assert_eq!(n, 4);
+    assert_eq!(
+        rows(&mut c, "SELECT CAST(dt AS CHAR) FROM n WHERE id = 1").await,
+        vec![vec![mysql_async::Value::Bytes(
+            b"2024-01-02 12:00:00.500".to_vec()
+        )]],
+        "a DATETIME turned TIMESTAMP keeps its wall-clock value"
+    );
+    run_all(port, name, matrix()).await;
+    let _ = c.disconnect().await;
+}
+
+#[tokio::test]
+async fn a_timestamp_key_under_a_zone_with_daylight_saving_is_refused() {
+    let (name, port) = ("zt_dst", 3319);
+    let mut c = berlin_instance(name, port).await;
+    c.query_drop("SET GLOBAL time_zone = 'SYSTEM'")
+        .await
+        .unwrap();
+    c.query_drop("CREATE TABLE t (ts TIMESTAMP NOT NULL PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+    let system: String = c
+        .query_first("SELECT @@system_time_zone")
+        .await
+        .unwrap()
+        .unwrap();
+    let o = zdm_raw(&[
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--database",
+        name,
+        "--table",
+        "t",
+        "--alter",
+        ADD,
+    ])
+    .await;
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(
+        error_line(&stderr(&o)),
+        format!(
+            "zdm-ost: error: plan: the key PRIMARY of `t` has the TIMESTAMP column `ts`, and the server's time zone \
+             (SYSTEM, which is {system}) has daylight saving: one local hour a year names two instants, so rows could \
+             not be found by key. Use another unique key over NOT NULL columns, or run on a server whose time_zone is \
+             UTC or a fixed offset such as '+05:00'"
+        )
+    );
+    c.query_drop("SET GLOBAL time_zone = '+01:00'")
+        .await
+        .unwrap();
+    let o = zdm_raw(&[
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--database",
+        name,
+        "--table",
+        "t",
+        "--alter",
+        ADD,
+    ])
+    .await;
+    assert!(o.status.success(), "{}", stderr(&o));
+}
