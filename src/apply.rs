@@ -259,6 +259,7 @@ impl Applier {
                         keys: c.to_vec(),
                         conflicts: 0,
                         duplicates: 0,
+                        evict: Vec::new(),
                     })
                     .collect(),
             ),
@@ -316,6 +317,8 @@ struct Batch {
     keys: Vec<Key>,
     conflicts: u32,
     duplicates: u32,
+    /// Shared unique indexes to evict stale rows from (see `resync::Selection::evict`).
+    evict: Vec<usize>,
 }
 
 /// What the flush workers of one flush share. The mutexes are never held across an await.
@@ -398,6 +401,7 @@ async fn flush_worker(
             ghost_params,
             orig_pred: orig_pred.clone(),
             orig_params: orig_params.clone(),
+            evict: batch.evict.clone(),
         };
         let e = match resync(conn, t, sel, mode).await {
             Ok(_) => {
@@ -425,6 +429,7 @@ async fn flush_worker(
                         keys: k.to_vec(),
                         conflicts: 0,
                         duplicates: batch.duplicates,
+                        evict: batch.evict.clone(),
                     };
                     shared.work().extend([half(a), half(b)]);
                 } else {
@@ -438,33 +443,18 @@ async fn flush_worker(
                     shared.work().push_back(Batch { conflicts, ..batch });
                 }
             }
-            Failure::Duplicate(message) | Failure::KeyDuplicate(message) => {
-                // The row it collides with may be waiting in this flush: retry after the rest,
-                // merged with it; a duplicate that persists is real.
-                let duplicates = batch.duplicates + 1;
-                if duplicates >= DUPLICATE_RETRIES {
-                    shared.fail(ApplyError::Data {
-                        table: t.orig.clone(),
-                        message,
-                    });
+            Failure::Duplicate(message, index) => {
+                // on an index the ALTER leaves alone, the colliding ghost row is stale: the
+                // retry evicts it (see `resync::Selection::evict`)
+                let evict = t.evictable(&index);
+                if !retry_duplicate(batch, evict, message, t, shared, &mut turn, cancel).await {
                     return applied;
                 }
-                let other = shared.work().pop_back();
-                let mut keys = batch.keys;
-                match other {
-                    Some(o) => keys.extend(o.keys),
-                    None => {
-                        if pause(duplicates, &mut turn, cancel).await.is_err() {
-                            shared.fail(ApplyError::Cancelled);
-                            return applied;
-                        }
-                    }
+            }
+            Failure::KeyDuplicate(message) => {
+                if !retry_duplicate(batch, None, message, t, shared, &mut turn, cancel).await {
+                    return applied;
                 }
-                shared.work().push_back(Batch {
-                    keys,
-                    conflicts: 0,
-                    duplicates,
-                });
             }
             Failure::Data(message) => {
                 let detail =
@@ -493,6 +483,57 @@ async fn flush_worker(
             }
         }
     }
+}
+
+/// Retries a batch that met a duplicate: after the other batches, merged with one of them (the
+/// row it collides with may wait there), or after a pause when it is alone, evicting stale rows
+/// on `evict` too. A duplicate that persists through [`DUPLICATE_RETRIES`] is a real violation:
+/// the flush fails with it, and this returns false.
+async fn retry_duplicate(
+    batch: Batch,
+    evict: Option<usize>,
+    message: String,
+    t: &Tables,
+    shared: &Shared,
+    turn: &mut Option<tokio::sync::OwnedMutexGuard<()>>,
+    cancel: &CancellationToken,
+) -> bool {
+    let duplicates = batch.duplicates + 1;
+    if duplicates >= DUPLICATE_RETRIES {
+        shared.fail(ApplyError::Data {
+            table: t.orig.clone(),
+            message,
+        });
+        return false;
+    }
+    let mut keys = batch.keys;
+    let mut evicts = batch.evict;
+    evicts.extend(evict.filter(|i| !evicts.contains(i)));
+    let other = shared.work().pop_back();
+    match other {
+        Some(o) => {
+            keys.extend(o.keys);
+            evicts.extend(
+                o.evict
+                    .into_iter()
+                    .filter(|i| !evicts.contains(i))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        None => {
+            if pause(duplicates, turn, cancel).await.is_err() {
+                shared.fail(ApplyError::Cancelled);
+                return false;
+            }
+        }
+    }
+    shared.work().push_back(Batch {
+        keys,
+        conflicts: 0,
+        duplicates,
+        evict: evicts,
+    });
+    true
 }
 
 /// The batch padded (by repeating its last key, harmless in `IN`) to a power of two, so only a

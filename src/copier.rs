@@ -360,6 +360,7 @@ pub(crate) async fn copy_chunk(
 ) -> Result<u64, CopyError> {
     let mut conflicts = 0u32;
     let mut duplicates = 0u32;
+    let mut evict = Vec::new();
     loop {
         let (ghost_pred, ghost_params) = range_predicate(&t.key_ghost, lo, hi);
         let (orig_pred, orig_params) = range_predicate(&t.key_orig, lo, hi);
@@ -368,13 +369,22 @@ pub(crate) async fn copy_chunk(
             ghost_params,
             orig_pred: orig_pred.clone(),
             orig_params: orig_params.clone(),
+            evict: evict.clone(),
         };
         let turn = t.turn().await;
-        let r = resync(conn, t, sel, mode).await;
+        let r = resync(conn, t, sel, mode).await.map_err(|e| {
+            // a duplicate on the ghost's key is handled as one on another index that no
+            // eviction can resolve
+            let failure = match classify(&e, &t.ghost_index) {
+                Failure::KeyDuplicate(m) => Failure::Duplicate(m, String::new()),
+                f => f,
+            };
+            (e, failure)
+        });
         drop(turn);
         match r {
             Ok(n) => return Ok(n),
-            Err(e) => match classify(&e, &t.ghost_index) {
+            Err((e, failure)) => match failure {
                 Failure::Connection => {
                     conflicts += 1;
                     tracing::warn!("copier connection lost during chunk {range}; reconnecting");
@@ -402,9 +412,14 @@ pub(crate) async fn copy_chunk(
                     }
                     backoff(conflicts, cancel).await?;
                 }
-                Failure::Duplicate(message) | Failure::KeyDuplicate(message) => {
+                Failure::Duplicate(message, index) => {
                     // transient while the colliding row waits in the applier's set, or while
-                    // the applier writes into this range at the same time (on the ghost's key)
+                    // the applier writes into this range at the same time (on the ghost's key);
+                    // on an index the ALTER leaves alone, the retry evicts the stale row (see
+                    // `resync::Selection::evict`)
+                    if let Some(i) = t.evictable(&index).filter(|i| !evict.contains(i)) {
+                        evict.push(i);
+                    }
                     duplicates += 1;
                     if duplicates >= DUPLICATE_RETRIES {
                         return Err(CopyError::Data {
@@ -415,6 +430,7 @@ pub(crate) async fn copy_chunk(
                     }
                     backoff(duplicates + 3, cancel).await?;
                 }
+                Failure::KeyDuplicate(_) => unreachable!("mapped to Failure::Duplicate above"),
                 Failure::Data(message) => {
                     let detail =
                         describe_offending_row(conn, t, &message, &orig_pred, orig_params).await;

@@ -17,7 +17,50 @@
 //! session's time zone: exact at a fixed UTC offset, ambiguous for the repeated hour of a zone
 //! with daylight saving. There the plan refuses a TIMESTAMP key.
 
-use crate::inspect::ColumnInfo;
+use crate::inspect::{ColumnInfo, TableInfo};
+
+/// A unique index the ALTER leaves as it is: the same columns, compared the same way, in both
+/// tables. Since the original holds no two rows with the same value in it, a ghost row that
+/// collides on it with a row being copied is stale: its own change is still on its way
+/// through the binlog (see [`crate::resync`]'s eviction).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedUnique {
+    pub ghost_index: String,
+    pub orig_cols: Vec<String>,
+    pub ghost_cols: Vec<String>,
+}
+
+/// The ghost's unique indexes that the original has too, unchanged (full columns, no prefix).
+/// `target_of` maps an original column to its name in the ghost.
+pub fn shared_unique_indexes(
+    original: &TableInfo,
+    ghost: &TableInfo,
+    target_of: impl Fn(&str) -> Option<String>,
+) -> Vec<SharedUnique> {
+    let mut out = Vec::new();
+    for gi in ghost.indexes.iter().filter(|i| i.unique && !i.prefix) {
+        let same = original.indexes.iter().find(|oi| {
+            oi.unique
+                && !oi.prefix
+                && oi.columns.len() == gi.columns.len()
+                && oi.columns.iter().zip(&gi.columns).all(|(o, g)| {
+                    target_of(o).is_some_and(|t| t.eq_ignore_ascii_case(g))
+                        && match (original.column(o), ghost.column(g)) {
+                            (Some(oc), Some(gc)) => order_changed(oc, gc).is_none(),
+                            _ => false,
+                        }
+                })
+        });
+        if let Some(oi) = same {
+            out.push(SharedUnique {
+                ghost_index: gi.name.clone(),
+                orig_cols: oi.columns.clone(),
+                ghost_cols: gi.columns.clone(),
+            });
+        }
+    }
+    out
+}
 
 /// Why a change to a key column makes it unusable as a shared key; `None` when the column
 /// compares the same way in both tables.

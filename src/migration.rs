@@ -958,6 +958,20 @@ impl Run<'_> {
             targets: copied.iter().map(|m| m.target.clone()).collect(),
             sources: copied.iter().filter_map(|m| m.source.clone()).collect(),
             fills: crate::plan::filled_columns(&self.plan.mapping, &self.plan.ghost),
+            shared_unique: crate::key_compat::shared_unique_indexes(
+                &self.plan.original,
+                &self.plan.ghost,
+                |c| {
+                    copied
+                        .iter()
+                        .find(|m| {
+                            m.source
+                                .as_deref()
+                                .is_some_and(|s| s.eq_ignore_ascii_case(c))
+                        })
+                        .map(|m| m.target.clone())
+                },
+            ),
             share_nowait: self.plan.server.share_nowait(),
             insert_slot: serialize_inserts.then(|| Arc::new(tokio::sync::Mutex::new(()))),
         }

@@ -23,6 +23,7 @@ use mysql_async::prelude::*;
 use mysql_async::{Conn, TxOpts, Value};
 
 use crate::key::{compare_predicate, display_key, names, read_list, Cmp, Key, KeyColumn, KeyPart};
+use crate::key_compat::SharedUnique;
 use crate::sql::{ident_list, qualified, quote_ident};
 
 /// The tables of one migration and how rows map between them.
@@ -45,6 +46,8 @@ pub struct Tables {
     /// New NOT NULL columns without a DEFAULT and the literal each gets (see
     /// [`crate::plan::filled_columns`]).
     pub fills: Vec<(String, String)>,
+    /// Unique indexes the ALTER leaves as they are (see [`Selection::evict`]).
+    pub shared_unique: Vec<SharedUnique>,
     /// `LOCK IN SHARE MODE NOWAIT` or `FOR SHARE NOWAIT`.
     pub share_nowait: &'static str,
     /// Taken around every resync transaction when the server serializes them anyway: with an
@@ -119,6 +122,33 @@ impl Tables {
         )
     }
 
+    /// Deletes the ghost rows that hold, in the shared unique index `u`, a value that a
+    /// selected row of the original holds now.
+    fn evict_sql(&self, u: &SharedUnique, orig_pred: &str) -> String {
+        // (no alias for the ghost: MariaDB resolves a multi-table DELETE's alias in the default
+        // database, and zdm-ost's sessions have none)
+        let ghost = self.ghost_q();
+        let on: Vec<String> = u
+            .ghost_cols
+            .iter()
+            .zip(&u.orig_cols)
+            .map(|(g, o)| format!("{ghost}.{} = o.{}", quote_ident(g), quote_ident(o)))
+            .collect();
+        format!(
+            "DELETE /* zdm-ost */ {ghost} FROM {ghost} JOIN (SELECT {} FROM {} WHERE {orig_pred}) AS o ON {}",
+            ident_list(&u.orig_cols),
+            self.orig_q(),
+            on.join(" AND ")
+        )
+    }
+
+    /// The shared unique index named in a duplicate-key error, if the ghost has it.
+    pub fn evictable(&self, index: &str) -> Option<usize> {
+        self.shared_unique
+            .iter()
+            .position(|u| u.ghost_index.eq_ignore_ascii_case(index))
+    }
+
     fn insert_sql(&self, orig_pred: &str, locking: bool) -> String {
         let (columns, values) = insert_lists(&self.targets, &self.sources, &self.fills);
         format!(
@@ -156,6 +186,13 @@ pub struct Selection {
     pub ghost_params: Vec<Value>,
     pub orig_pred: String,
     pub orig_params: Vec<Value>,
+    /// Shared unique indexes ([`Tables::shared_unique`]) on which ghost rows colliding with
+    /// the selected rows are deleted first. Set on a retry after a duplicate on that index:
+    /// the original cannot hold two rows with one value there, so the colliding ghost row is
+    /// stale, a row whose value moved to another row (a swap of positions or slugs, in one
+    /// transaction). Its change has reached, or will reach, the applier through the binlog
+    /// after the read that put it in the ghost, so its next flush writes it back as it is now.
+    pub evict: Vec<usize>,
 }
 
 /// How a resync ran.
@@ -187,11 +224,20 @@ pub async fn resync(
         ghost_params,
         orig_pred,
         orig_params,
+        evict,
     } = sel;
+    let evict: Vec<&SharedUnique> = evict
+        .iter()
+        .filter_map(|i| t.shared_unique.get(*i))
+        .collect();
     match mode {
         Mode::UnderTableLock => {
             conn.exec_drop(t.delete_sql(&ghost_pred), ghost_params)
                 .await?;
+            for u in &evict {
+                conn.exec_drop(t.evict_sql(u, &orig_pred), orig_params.clone())
+                    .await?;
+            }
             conn.exec_drop(t.insert_sql(&orig_pred, false), orig_params)
                 .await?;
             Ok(conn.affected_rows())
@@ -203,6 +249,10 @@ pub async fn resync(
             let run = async {
                 tx.exec_drop(t.delete_sql(&ghost_pred), ghost_params)
                     .await?;
+                for u in &evict {
+                    tx.exec_drop(t.evict_sql(u, &orig_pred), orig_params.clone())
+                        .await?;
+                }
                 let orig_pred = match crate::failpoint::every("copy-slow-read") {
                     Some(ms) if mode == Mode::Snapshot => {
                         format!("{orig_pred} AND SLEEP({}) = 0", ms as f64 / 1000.0)
@@ -243,9 +293,10 @@ pub enum Failure {
     /// two rows of the original become one key under the new schema. Retried a bounded number
     /// of times, then reported as the server reports it.
     KeyDuplicate(String),
-    /// A duplicate on another unique key. Transient when the row it collides with is itself
-    /// waiting to be re-synced; a real violation of the new key if it persists.
-    Duplicate(String),
+    /// A duplicate on another unique key (the message, the index). Transient when the row it
+    /// collides with is itself waiting to be re-synced; a real violation of the new key if
+    /// it persists.
+    Duplicate(String, String),
     /// The data cannot be written with the new schema (too long, out of range, ...).
     Data(String),
     /// The connection broke: reconnect and retry.
@@ -274,7 +325,7 @@ pub fn classify(e: &mysql_async::Error, ghost_key_index: &str) -> Failure {
                 if on_key.eq_ignore_ascii_case(ghost_key_index) {
                     Failure::KeyDuplicate(message)
                 } else {
-                    Failure::Duplicate(message)
+                    Failure::Duplicate(message, on_key)
                 }
             }
             2006 | 2013 | 1927 => Failure::Connection,
@@ -391,7 +442,10 @@ mod tests {
         let e = server_error(1062, "Duplicate entry 'a@x' for key 'email'");
         assert_eq!(
             classify(&e, "PRIMARY"),
-            Failure::Duplicate("Duplicate entry 'a@x' for key 'email' (error 1062)".into())
+            Failure::Duplicate(
+                "Duplicate entry 'a@x' for key 'email' (error 1062)".into(),
+                "email".into()
+            )
         );
         assert_eq!(
             classify(&server_error(1205, "Lock wait timeout exceeded"), "PRIMARY"),

@@ -625,3 +625,112 @@ async fn a_timestamp_key_under_a_zone_with_daylight_saving_is_refused() {
     .await;
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// Swaps `pos` (a UNIQUE column) between two random rows, on `t` and `ctl` in one transaction,
+/// until `stop`; returns the swaps made.
+async fn swapper(
+    port: u16,
+    db: String,
+    rows: u64,
+    seed: u64,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> u64 {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut c = Conn::new(opts(port, "root", None, Some(&db)))
+        .await
+        .unwrap();
+    let mut swaps = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let (a, b) = (rng.gen_range(1..=rows), rng.gen_range(1..=rows));
+        if a == b {
+            continue;
+        }
+        c.query_drop("START TRANSACTION").await.unwrap();
+        for t in ["t", "ctl"] {
+            let sql = format!(
+                "SELECT pos FROM {t} WHERE id IN ({a}, {b}) ORDER BY id = {a} DESC FOR UPDATE"
+            );
+            let p: Vec<i64> = c.query(&sql).await.unwrap();
+            for s in [
+                format!("UPDATE {t} SET pos = -pos WHERE id = {a}"),
+                format!("UPDATE {t} SET pos = {} WHERE id = {b}", p[0]),
+                format!("UPDATE {t} SET pos = {} WHERE id = {a}", p[1]),
+            ] {
+                c.query_drop(&s)
+                    .await
+                    .unwrap_or_else(|e| panic!("{s}: {e}"));
+            }
+        }
+        c.query_drop("COMMIT").await.unwrap();
+        swaps += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    swaps
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unique_values_moving_between_rows_never_fail_the_copy() {
+    let mut db = TestDb::new("f_swaps").await;
+    let rows = 20_000u64;
+    for t in ["t", "ctl"] {
+        db.exec(&format!(
+            "CREATE TABLE {t} (id INT NOT NULL PRIMARY KEY, pos INT NOT NULL, v VARCHAR(40), UNIQUE KEY upos (pos))"
+        ))
+        .await;
+    }
+    db.exec(&format!(
+        "INSERT INTO t SELECT seq, seq, MD5(seq) FROM seq_1_to_{rows}"
+    ))
+    .await;
+    db.exec("INSERT INTO ctl SELECT * FROM t").await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swappers: Vec<_> = (0..2)
+        .map(|i| {
+            tokio::spawn(swapper(
+                primary_port(),
+                db.name.clone(),
+                rows,
+                i,
+                Arc::clone(&stop),
+            ))
+        })
+        .collect();
+    let flag = scratch("swaps").join("postpone");
+    std::fs::write(&flag, "").unwrap();
+    let run = Running::spawn(
+        primary_port(),
+        &db.name,
+        &[
+            "--table",
+            "t",
+            "--alter",
+            "ADD COLUMN note INT NULL",
+            "--execute",
+            "--chunk-size",
+            "200",
+            "--postpone-cut-over-flag-file",
+            flag.to_str().unwrap(),
+        ],
+        &[],
+    );
+    run.wait_for("cut-over postponed", Duration::from_secs(120))
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    std::fs::remove_file(&flag).unwrap();
+    let (code, _, err) = run.finish().await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut swaps = 0;
+    for s in swappers {
+        swaps += s.await.unwrap();
+    }
+    assert_eq!(code, Some(0), "{err}");
+    assert!(swaps > 50, "only {swaps} swaps");
+    assert_same_rows(
+        &mut db.conn,
+        "SELECT id, pos, v FROM t ORDER BY id",
+        "SELECT id, pos, v FROM ctl ORDER BY id",
+    )
+    .await;
+    db.drop_db().await;
+}
