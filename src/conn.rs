@@ -7,7 +7,8 @@
 //!   defaults come out as the server's native ALTER computes them (DESIGN.md, fidelity rule 3).
 //!   TIMESTAMP key values are bound as epoch seconds ([`crate::key`]), so they do not depend
 //!   on it;
-//! - a strict `sql_mode` (plus `NO_AUTO_VALUE_ON_ZERO`, so a row whose AUTO_INCREMENT column
+//! - a strict `sql_mode` with the server's value-deciding modes ([`INHERITED_SQL_MODES`]),
+//!   plus `NO_AUTO_VALUE_ON_ZERO` (so a row whose AUTO_INCREMENT column
 //!   holds 0 is copied as 0, not given a fresh id): an ALTER the data cannot satisfy fails
 //!   loudly instead of truncating or dropping rows;
 //! - utf8mb4 names, and short lock waits, so zdm-ost never queues for long behind anyone.
@@ -24,8 +25,37 @@ use crate::sql::{server_code, server_message};
 /// How long zdm-ost waits to connect before calling a server unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The `sql_mode` of every zdm-ost session.
+/// The `sql_mode` every zdm-ost session has, whatever the server's.
 pub const SQL_MODE: &str = "STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION";
+
+/// Modes taken from the server's global `sql_mode` when it has them: they decide which values
+/// and definitions the server's own ALTER accepts and computes (a zero date under
+/// NO_ZERO_DATE fails a native ALGORITHM=COPY ALTER with error 1292, an invalid DEFAULT fails
+/// with 1067; `REAL` means FLOAT under REAL_AS_FLOAT; `||` concatenates under
+/// PIPES_AS_CONCAT). Modes that change how zdm-ost's own statements parse or read
+/// (ANSI_QUOTES, PAD_CHAR_TO_FULL_LENGTH, NO_BACKSLASH_ESCAPES, EMPTY_STRING_IS_NULL, the
+/// ORACLE and other compatibility modes) are not taken.
+pub const INHERITED_SQL_MODES: [&str; 9] = [
+    "NO_ZERO_DATE",
+    "NO_ZERO_IN_DATE",
+    "ERROR_FOR_DIVISION_BY_ZERO",
+    "TIME_ROUND_FRACTIONAL",
+    "NO_UNSIGNED_SUBTRACTION",
+    "ALLOW_INVALID_DATES",
+    "REAL_AS_FLOAT",
+    "HIGH_NOT_PRECEDENCE",
+    "PIPES_AS_CONCAT",
+];
+
+/// The SQL expression of a session's `sql_mode`: [`SQL_MODE`] plus the server's
+/// [`INHERITED_SQL_MODES`].
+pub fn session_sql_mode() -> String {
+    let inherited: Vec<String> = INHERITED_SQL_MODES
+        .iter()
+        .map(|m| format!("IF(FIND_IN_SET('{m}', @@GLOBAL.sql_mode), '{m}', NULL)"))
+        .collect();
+    format!("CONCAT_WS(',', '{SQL_MODE}', {})", inherited.join(", "))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
@@ -90,8 +120,9 @@ impl Endpoint {
         let mut setup = vec![
             "SET NAMES utf8mb4".to_string(),
             format!(
-                "SET SESSION time_zone = @@GLOBAL.time_zone, sql_mode = '{SQL_MODE}', \
-                 lock_wait_timeout = {lock_wait_timeout_secs}, innodb_lock_wait_timeout = {lock_wait_timeout_secs}"
+                "SET SESSION time_zone = @@GLOBAL.time_zone, sql_mode = {}, \
+                 lock_wait_timeout = {lock_wait_timeout_secs}, innodb_lock_wait_timeout = {lock_wait_timeout_secs}",
+                session_sql_mode()
             ),
         ];
         if read_committed {

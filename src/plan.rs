@@ -44,6 +44,8 @@ pub enum PlanError {
         column: String,
         zone: String,
     },
+    #[error("the server cannot copy the definition of `{table}` under its sql_mode: {reason}. A native ALTER TABLE of it fails the same way; fix the table's definition first (for example its DEFAULT), in a session whose sql_mode allows the old one")]
+    DefinitionRejected { table: String, reason: String },
     #[error("copying a sample of rows into a copy of the table with the new schema failed: {reason}. The migration would fail the same way: fix the data or the ALTER first")]
     SampleCopy { reason: String },
     #[error("table {name} already exists: another zdm-ost run on this table may be planning now. If none is, DROP TABLE {name} and run again")]
@@ -263,6 +265,13 @@ pub async fn probe(
         Err(e) if server_code(&e) == Some(1050) => Err(PlanError::ProbeExists {
             name: probe.clone(),
         }),
+        // an invalid DEFAULT (1067) or other definition the server's sql_mode rejects now
+        Err(e) if matches!(server_code(&e), Some(1067) | Some(1292) | Some(1101)) => {
+            Err(PlanError::DefinitionRejected {
+                table: names.original.clone(),
+                reason: server_message(&e),
+            })
+        }
         Err(e) => Err(q("creating the probe table")(e)),
         Ok(()) => tokio::select! {
             r = probe_inner(conn, db, names, spec, original) => r,

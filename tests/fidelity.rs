@@ -570,7 +570,7 @@ async fn values_and_keys_follow_a_non_utc_server_time_zone() {
 }
 
 #[tokio::test]
-async fn a_timestamp_key_under_a_zone_with_daylight_saving_is_refused() {
+async fn a_timestamp_key_under_daylight_saving_is_refused_and_the_servers_sql_mode_decides() {
     let (name, port) = ("zt_dst", 3319);
     let mut c = berlin_instance(name, port).await;
     c.query_drop("SET GLOBAL time_zone = 'SYSTEM'")
@@ -624,6 +624,46 @@ async fn a_timestamp_key_under_a_zone_with_daylight_saving_is_refused() {
     ])
     .await;
     assert!(o.status.success(), "{}", stderr(&o));
+
+    // the server's NO_ZERO_DATE decides as it does for a native ALTER (1067 on the default)
+    c.query_drop(
+        "SET GLOBAL sql_mode = 'STRICT_TRANS_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION'",
+    )
+    .await
+    .unwrap();
+    c.query_drop(
+        "SET SESSION sql_mode = ''; \
+         CREATE TABLE z (id INT NOT NULL PRIMARY KEY, dt DATETIME NOT NULL DEFAULT '1970-00-00 00:00:00')",
+    )
+    .await
+    .unwrap();
+    let native = c
+        .query_drop("SET SESSION sql_mode = @@GLOBAL.sql_mode; CREATE TABLE z2 LIKE z; ALTER TABLE z2 ENGINE=InnoDB")
+        .await
+        .unwrap_err()
+        .to_string();
+    let o = zdm_raw(&[
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--database",
+        name,
+        "--table",
+        "z",
+        "--alter",
+        "ENGINE=InnoDB",
+    ])
+    .await;
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(
+        error_line(&stderr(&o)),
+        "zdm-ost: error: plan: the server cannot copy the definition of `z` under its sql_mode: \
+         Invalid default value for 'dt' (error 1067). A native ALTER TABLE of it fails the same way; \
+         fix the table's definition first (for example its DEFAULT), in a session whose sql_mode allows the old one",
+        "the native ALTER said: {native}"
+    );
+    c.query_drop("SET GLOBAL sql_mode = DEFAULT").await.unwrap();
 }
 
 /// Swaps `pos` (a UNIQUE column) between two random rows, on `t` and `ctl` in one transaction,
