@@ -25,6 +25,7 @@ pub mod key_compat;
 pub mod leftovers;
 pub mod metrics;
 pub mod migration;
+pub mod native_check;
 pub mod plan;
 pub mod progress;
 pub mod resync;

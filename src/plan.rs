@@ -54,6 +54,8 @@ pub enum PlanError {
     Query { what: &'static str, reason: String },
     #[error(transparent)]
     Preflight(#[from] crate::inspect::PreflightError),
+    #[error(transparent)]
+    Native(crate::native_check::CheckError),
     #[error("cancelled")]
     Cancelled,
 }
@@ -217,6 +219,8 @@ pub struct Plan {
     pub replicas: Vec<crate::inspect::ReplicaReport>,
     pub long_transactions: Vec<crate::inspect::LongTransaction>,
     pub estimate: Estimate,
+    /// The copy checked against the server's own ALTER on a sample ([`crate::native_check`]).
+    pub native_check: Option<crate::native_check::NativeCheck>,
     /// Secondary indexes of the ghost built after the copy (`--defer-indexes`).
     pub deferred_indexes: Vec<String>,
     /// Why they are deferred or kept.
@@ -239,6 +243,10 @@ pub struct Probe {
     pub mapping: Vec<MappedColumn>,
     pub chunk_key: ChunkKey,
     pub estimate: Estimate,
+    /// What the copy statement was checked against the server's own ALTER on (`None`: the
+    /// check could not run; a warning says why).
+    pub native: Option<crate::native_check::NativeCheck>,
+    pub warnings: Vec<String>,
 }
 
 /// Builds and drops the probe clone; see the module docs.
@@ -392,12 +400,45 @@ async fn probe_inner(
         rows_per_second,
         copy_seconds: rows_per_second.map(|r| original.rows_estimate as f64 / r),
     };
+    let stored: Vec<String> = original
+        .columns
+        .iter()
+        .filter(|c| !c.generated)
+        .map(|c| c.name.clone())
+        .collect();
+    let insert =
+        format!("INSERT /* zdm-ost */ INTO {probe} ({columns}) SELECT {values} FROM {{source}}");
+    let mut warnings = Vec::new();
+    let native = match crate::native_check::check(
+        conn,
+        db,
+        &names.original,
+        &names.probe,
+        spec,
+        &insert,
+        &chunk_key.columns,
+        &chunk_key.ghost_columns,
+        &stored,
+    )
+    .await
+    {
+        Ok(c) => Some(c),
+        Err(e @ crate::native_check::CheckError::Query { .. }) => {
+            warnings.push(format!(
+                "values not checked against the server's own ALTER: {e}"
+            ));
+            None
+        }
+        Err(e) => return Err(PlanError::Native(e)),
+    };
     Ok(Probe {
         algorithm,
         ghost,
         mapping,
         chunk_key,
         estimate,
+        native,
+        warnings,
     })
 }
 
@@ -572,6 +613,7 @@ impl Plan {
             );
         }
         let mut warnings = pre.warnings;
+        warnings.extend(probe.warnings);
         if probe.algorithm == Algorithm::Instant {
             warnings.push(
                 "the server can make this change INSTANTly (metadata only): --execute runs it natively (--no-attempt-instant-ddl copies instead)".into(),
@@ -594,6 +636,7 @@ impl Plan {
             replicas: pre.replicas,
             long_transactions: pre.long_transactions,
             estimate: probe.estimate,
+            native_check: probe.native,
             buffer_pool_bytes: pre.buffer_pool_bytes,
             deferred_indexes,
             defer_note,
@@ -730,6 +773,9 @@ impl Plan {
             _ => {
                 let _ = writeln!(s, "  estimate:     nothing to copy (the table is empty)");
             }
+        }
+        if let Some(n) = &self.native_check {
+            let _ = writeln!(s, "  values:       {}", n.describe());
         }
         let _ = writeln!(
             s,

@@ -774,3 +774,70 @@ async fn unique_values_moving_between_rows_never_fail_the_copy() {
     .await;
     db.drop_db().await;
 }
+
+/// The plan's native check reports a copy statement that computes other values than the
+/// server's own ALTER, naming the column and the first row (a deliberately wrong statement
+/// stands for a computation zdm-ost gets wrong).
+#[tokio::test]
+async fn the_plan_catches_a_copy_that_computes_other_values_than_the_servers_alter() {
+    let mut db = TestDb::new("f_native").await;
+    db.exec("CREATE TABLE t (id INT NOT NULL PRIMARY KEY, v VARCHAR(10) NOT NULL)")
+        .await;
+    db.exec("INSERT INTO t VALUES (1, 'a'), (2, 'b')").await;
+    db.exec("CREATE TABLE t_zdm_prb LIKE t").await;
+    db.exec("ALTER TABLE t_zdm_prb ADD COLUMN n INT NOT NULL DEFAULT 7")
+        .await;
+    let spec = zdm_ost::ddl::parse_alter("ADD COLUMN n INT NOT NULL DEFAULT 7", "t").unwrap();
+    let cols = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let (key, stored) = (cols(&["id"]), cols(&["id", "v"]));
+    let mut conn = Conn::new(opts(primary_port(), "root", None, None))
+        .await
+        .unwrap();
+    let ok = zdm_ost::native_check::check(
+        &mut conn,
+        &db.name,
+        "t",
+        "t_zdm_prb",
+        &spec,
+        &format!(
+            "INSERT INTO `{}`.t_zdm_prb (id, v) SELECT id, v FROM {{source}}",
+            db.name
+        ),
+        &key,
+        &key,
+        &stored,
+    )
+    .await
+    .unwrap();
+    assert_eq!((ok.rows, ok.exact.len()), (2, 3));
+    let wrong = zdm_ost::native_check::check(
+        &mut conn,
+        &db.name,
+        "t",
+        "t_zdm_prb",
+        &spec,
+        &format!(
+            "INSERT INTO `{}`.t_zdm_prb (id, v, n) SELECT id, UPPER(v), 8 FROM {{source}}",
+            db.name
+        ),
+        &key,
+        &key,
+        &stored,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        wrong,
+        "on a sample of 2 rows, the server's own ALTER gives other values than zdm-ost's copy in `v`, `n` \
+         (first at id='1', `v` zdm-ost 'A', native 'a', `n` zdm-ost '8', native '7'). zdm-ost cannot \
+         reproduce this change: run it as a native ALTER instead"
+    );
+    assert_eq!(
+        rows(&mut db.conn, "SELECT * FROM t ORDER BY id")
+            .await
+            .len(),
+        2
+    );
+    db.drop_db().await;
+}
