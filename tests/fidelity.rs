@@ -31,6 +31,8 @@ struct Case {
     /// non-key update, the key change and the delete.
     vals: &'static [&'static [&'static str]],
     alter: &'static str,
+    /// More rows for `{t}` (so the copy runs in several chunks), or "".
+    bulk: &'static str,
 }
 
 const ADD: &str = "ADD COLUMN note INT NULL";
@@ -46,6 +48,7 @@ const fn case(
         key: &["k"],
         vals,
         alter: ADD,
+        bulk: "",
     }
 }
 
@@ -163,6 +166,10 @@ fn matrix() -> Vec<Case> {
                 &["'a '", "X'00000001'", "'x'", "'2030-01-01 00:00:00.001'", "1"],
             ],
             alter: ADD,
+            // 600 more rows: the copy and the checksum bound chunks with every type of the key
+            bulk: "INSERT INTO {t} (a, b, c, d, e, v) SELECT CONCAT(CHAR(0xE0 + seq % 20 USING latin1), seq % 7), \
+                   UNHEX(LPAD(HEX(seq * 256), 8, '0')), 1 + seq % 2, FROM_UNIXTIME(1000000000 + seq * 3600.25), \
+                   seq % 50 - 25.5, seq FROM seq_1_to_600",
         },
         Case {
             name: "enapp",
@@ -170,6 +177,7 @@ fn matrix() -> Vec<Case> {
             key: &["k"],
             vals: &[&["'a'"], &["'b'"], &["'c'"], &["'e'"], &["'f'"]],
             alter: "MODIFY k ENUM('b','a','c','e','f','g') NOT NULL",
+            bulk: "",
         },
         Case {
             name: "widen",
@@ -177,6 +185,7 @@ fn matrix() -> Vec<Case> {
             key: &["k", "s"],
             vals: &[&["-1", "_latin1 X'F6'"], &["2147483647", "'a'"], &["0", "''"], &["5", "'é'"], &["-2147483648", "'z '"]],
             alter: "MODIFY k BIGINT NOT NULL, MODIFY s VARCHAR(20) CHARACTER SET latin1 NOT NULL",
+            bulk: "INSERT INTO {t} (k, s, v) SELECT seq, CHAR(0xC0 + seq % 60 USING latin1), seq FROM seq_1_to_600",
         },
     ]
 }
@@ -218,6 +227,12 @@ async fn run_case(port: u16, db: &str, c: &Case) {
             .await
             .unwrap_or_else(|e| panic!("{}: seeding {v:?}: {e}", c.name));
         }
+        if !c.bulk.is_empty() {
+            let sql = c.bulk.replace("{t}", &format!("`{table}`"));
+            conn.query_drop(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {sql}: {e}", c.name));
+        }
     }
     let dir = scratch(c.name);
     let flag = dir.join("postpone");
@@ -231,6 +246,8 @@ async fn run_case(port: u16, db: &str, c: &Case) {
             "--alter",
             c.alter,
             "--execute",
+            "--chunk-size",
+            "10",
             "--postpone-cut-over-flag-file",
             flag.to_str().unwrap(),
         ],
@@ -284,7 +301,8 @@ async fn run_case(port: u16, db: &str, c: &Case) {
         "{}: the migrated table differs from the control table (left: migrated, right: control)",
         c.name
     );
-    assert_eq!(a.len(), n, "{}: expected {n} rows", c.name);
+    let bulk = if c.bulk.is_empty() { 0 } else { 600 };
+    assert_eq!(a.len(), n + bulk, "{}: expected {} rows", c.name, n + bulk);
     let _ = conn.disconnect().await;
 }
 
