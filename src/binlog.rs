@@ -133,13 +133,14 @@ pub enum BinlogError {
         what: &'static str,
         fix: &'static str,
     },
-    #[error("binlog stream at {pos}: {target} was changed by another statement while migrating ({query}). The ghost table no longer matches it; run the migration again once that change is done")]
+    #[error("binlog stream at {pos}: {target} was changed by another statement while migrating ({query}): {why}. The ghost table no longer matches it; run the migration again once that change is done")]
     DdlOnTable {
         pos: BinlogPos,
         target: String,
         query: String,
+        why: &'static str,
     },
-    #[error("binlog stream at {pos}: a statement-based change to {target} ({query}): some session writes with binlog_format other than ROW, and zdm-ost cannot tell which rows it changed. Make every session use binlog_format=ROW and run the migration again")]
+    #[error("binlog stream at {pos}: a statement-based change that may reach {target} ({query}): some session writes with binlog_format other than ROW, and zdm-ost cannot tell which rows it changed. Make every session use binlog_format=ROW and run the migration again")]
     StatementChange {
         pos: BinlogPos,
         target: String,
@@ -526,28 +527,21 @@ async fn run_once(
                 {
                     end_trx(st, log_pos);
                 } else {
-                    let dml = ["INSERT", "UPDATE", "DELETE", "REPLACE", "LOAD"]
-                        .iter()
-                        .any(|w| upper.starts_with(w));
-                    if crate::ddl::statement_names_table(&query, &q.schema(), &spec.db, &spec.table)
-                    {
-                        let target = spec.target();
-                        return Err(if dml {
-                            BinlogError::StatementChange {
-                                pos: event_start,
-                                target,
-                                query,
-                            }
-                        } else {
-                            BinlogError::DdlOnTable {
-                                pos: event_start,
-                                target,
-                                query,
-                            }
-                        });
+                    let reading = statement_reading(&q);
+                    let verdict = crate::statement::classify(
+                        &query,
+                        &q.schema(),
+                        &spec.db,
+                        &spec.table,
+                        reading,
+                    );
+                    if let crate::statement::Verdict::Stops(why) = verdict {
+                        return Err(stop_for(spec, event_start, query, why));
                     }
-                    // A DDL statement is its own transaction (no XID follows it).
-                    if !dml {
+                    // A DDL statement is its own transaction (no XID follows it); a DML
+                    // statement elsewhere is followed by its COMMIT or XID.
+                    let code = crate::statement::executable_comments_as_code(&query);
+                    if !is_dml(&code) {
                         end_trx(st, log_pos);
                     }
                 }
@@ -555,6 +549,28 @@ async fn run_once(
             _ => match ev.read_data() {
                 Ok(Some(EventData::RowsEvent(re))) => {
                     handle_rows(spec, &stream, &re, &event_start, tx).await?;
+                }
+                Ok(Some(EventData::ExecuteLoadQueryEvent(l))) => {
+                    // LOAD DATA written as a statement: its rows are not in the binlog
+                    let query = l.query().trim().to_string();
+                    let verdict = crate::statement::classify(
+                        &query,
+                        &l.schema(),
+                        &spec.db,
+                        &spec.table,
+                        crate::statement::Reading::default(),
+                    );
+                    if let crate::statement::Verdict::Stops(why) = verdict {
+                        return Err(stop_for(spec, event_start, query, why));
+                    }
+                }
+                Ok(Some(data)) if !understood(&data) => {
+                    return Err(BinlogError::Unsupported {
+                        pos: event_start,
+                        kind,
+                        what: not_understood(&data),
+                        fix: "Turn it off for the sessions that write it (binlog_transaction_compression=OFF on MySQL) and run the migration again",
+                    })
                 }
                 Ok(Some(_)) => {}
                 Ok(None) => {
@@ -588,6 +604,92 @@ async fn run_once(
         if tx.is_closed() {
             return Ok(());
         }
+    }
+}
+
+/// How a QUERY event's text is read: its own sql_mode says whether `"x"` is a name.
+fn statement_reading(q: &mysql_async::binlog::events::QueryEvent<'_>) -> crate::statement::Reading {
+    use mysql_async::binlog::events::StatusVarVal;
+    use mysql_async::binlog::StatusVarKey;
+    let mode = q
+        .status_vars()
+        .get_status_var(StatusVarKey::SqlMode)
+        .and_then(|v| match v.get_value() {
+            Ok(StatusVarVal::SqlMode(m)) => Some(m.0),
+            _ => None,
+        })
+        .unwrap_or(0);
+    crate::statement::Reading {
+        ansi_quotes: mode & 0x4 != 0,
+        no_backslash_escapes: mode & 0x0010_0000 != 0,
+    }
+}
+
+/// The error for a statement that stops the run: statement-format DML, or a change of the
+/// table's definition.
+fn stop_for(spec: &StreamSpec, pos: BinlogPos, query: String, why: &'static str) -> BinlogError {
+    let target = spec.target();
+    if is_dml(&crate::statement::executable_comments_as_code(&query)) {
+        BinlogError::StatementChange { pos, target, query }
+    } else {
+        BinlogError::DdlOnTable {
+            pos,
+            target,
+            query,
+            why,
+        }
+    }
+}
+
+fn is_dml(sql: &str) -> bool {
+    let upper = sql
+        .trim_start()
+        .trim_start_matches('(')
+        .to_ascii_uppercase();
+    [
+        "INSERT", "UPDATE", "DELETE", "REPLACE", "LOAD", "WITH", "CALL",
+    ]
+    .iter()
+    .any(|w| upper.starts_with(w))
+}
+
+/// Whether an event mysql_common decoded is one zdm-ost understands: it either carries
+/// nothing that changes rows, or is handled above. Anything else stops the run (fail closed).
+pub fn understood(data: &EventData<'_>) -> bool {
+    matches!(
+        data,
+        EventData::FormatDescriptionEvent(_)
+            | EventData::RotateEvent(_)
+            | EventData::XidEvent(_)
+            | EventData::TableMapEvent(_)
+            | EventData::HeartbeatEvent
+            | EventData::IntvarEvent(_)
+            | EventData::RandEvent(_)
+            | EventData::UserVarEvent(_)
+            | EventData::BeginLoadQueryEvent(_)
+            | EventData::RowsQueryEvent(_)
+            | EventData::GtidEvent(_)
+            | EventData::AnonymousGtidEvent(_)
+            | EventData::PreviousGtidsEvent(_)
+            | EventData::StopEvent
+            | EventData::IgnorableEvent(_)
+            | EventData::StartEventV3(_)
+    )
+}
+
+fn not_understood(data: &EventData<'_>) -> &'static str {
+    match data {
+        EventData::TransactionPayloadEvent(_) => {
+            "a compressed transaction payload (MySQL binlog_transaction_compression), whose row events zdm-ost does not decode"
+        }
+        EventData::XaPrepareLogEvent(_) => "an XA PREPARE",
+        EventData::LoadEvent(_)
+        | EventData::NewLoadEvent(_)
+        | EventData::CreateFileEvent(_)
+        | EventData::AppendBlockEvent(_)
+        | EventData::ExecLoadEvent(_)
+        | EventData::DeleteFileEvent(_) => "an old-style LOAD DATA event",
+        _ => "an event zdm-ost does not understand",
     }
 }
 
@@ -778,6 +880,28 @@ fn extract_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_that_carry_rows_zdm_ost_does_not_decode_are_not_understood() {
+        use mysql_async::binlog::events::TransactionPayloadEvent;
+        use mysql_async::binlog::TransactionPayloadCompressionType;
+        // a MySQL 8.0.20+ transaction compressed by binlog_transaction_compression
+        let payload = EventData::TransactionPayloadEvent(TransactionPayloadEvent::new(
+            3,
+            TransactionPayloadCompressionType::ZSTD,
+            10,
+            vec![1u8, 2, 3],
+        ));
+        assert!(!understood(&payload));
+        assert!(not_understood(&payload).contains("binlog_transaction_compression"));
+        assert!(!understood(&EventData::ExecLoadEvent(vec![0u8].into())));
+        assert!(understood(&EventData::HeartbeatEvent));
+        assert!(
+            is_dml("  INSERT INTO t VALUES (1)")
+                && is_dml("(WITH x AS (SELECT 1) UPDATE t SET a = 1)")
+        );
+        assert!(!is_dml("ALTER TABLE t FORCE"));
+    }
 
     #[test]
     fn positions_order_by_file_then_offset_and_show_the_gtid() {

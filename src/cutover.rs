@@ -99,6 +99,9 @@ pub struct Cutover<'a> {
     pub changelog: String,
     /// Column names the new table must have after the swap (the ghost's).
     pub expected_columns: Vec<String>,
+    /// The ALTER's own `AUTO_INCREMENT = n`, which the new table gets instead of the
+    /// original's counter (the server raises it past the largest id, as a native ALTER does).
+    pub auto_increment: Option<u64>,
     pub control: &'a mut Conn,
     pub follower: &'a mut Follower,
     pub stream: &'a mut StreamTask,
@@ -422,16 +425,27 @@ impl Cutover<'_> {
             ));
         }
         self.state.stream_stopped = true;
-        // the ghost's counter must not hand out ids the original already used
-        let ai: Option<Option<u64>> = a
-            .exec_first(
-                "SELECT /* zdm-ost */ AUTO_INCREMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                (&t.db, &t.orig),
-            )
-            .await
-            .map_err(|e| Abort::Retry(server_message(&e), None))
-            .unwrap_or(None);
-        if let Some(Some(n)) = ai {
+        // the ghost's counter must not hand out ids the original already used, unless the
+        // ALTER sets it; a failed read is a failed attempt, never a skipped step
+        let ai: Option<u64> = match self.auto_increment {
+            Some(n) => Some(n),
+            None => match a
+                .exec_first::<Option<u64>, _, _>(
+                    "SELECT /* zdm-ost */ AUTO_INCREMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                    (&t.db, &t.orig),
+                )
+                .await
+            {
+                Ok(n) => n.flatten(),
+                Err(e) => {
+                    return Err(Abort::Retry(
+                        format!("reading the AUTO_INCREMENT of {}: {}", t.orig_q(), server_message(&e)),
+                        b_handle,
+                    ))
+                }
+            },
+        };
+        if let Some(n) = ai {
             if let Err(e) = a
                 .query_drop(format!(
                     "ALTER /* zdm-ost */ TABLE {} AUTO_INCREMENT = {n}",

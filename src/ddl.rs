@@ -99,6 +99,9 @@ pub struct AlterSpec {
     pub added: Vec<String>,
     /// Does the ALTER drop the primary key?
     pub drops_primary_key: bool,
+    /// The table option `AUTO_INCREMENT = n`: the new table's counter (the server raises it
+    /// past the largest id, as for a native ALTER).
+    pub auto_increment: Option<u64>,
 }
 
 /// A token of MySQL's SQL text: words, backquoted names (unquoted), string and number
@@ -120,6 +123,16 @@ pub(crate) struct Token {
 }
 
 pub(crate) fn tokenize(s: &str) -> Result<Vec<Token>, DdlError> {
+    tokenize_with(s, false, false)
+}
+
+/// [`tokenize`] under a statement's sql_mode: with `ansi_quotes` a `"..."` is a name, with
+/// `no_backslash_escapes` a backslash inside a string is an ordinary character.
+pub(crate) fn tokenize_with(
+    s: &str,
+    ansi_quotes: bool,
+    no_backslash_escapes: bool,
+) -> Result<Vec<Token>, DdlError> {
     let b: Vec<(usize, char)> = s.char_indices().collect();
     let at = |i: usize| b.get(i).map(|&(_, c)| c);
     let off = |i: usize| b.get(i).map(|&(o, _)| o).unwrap_or(s.len());
@@ -160,7 +173,7 @@ pub(crate) fn tokenize(s: &str) -> Result<Vec<Token>, DdlError> {
                             start + 1
                         )))
                     }
-                    Some('\\') if q != '`' => {
+                    Some('\\') if q != '`' && !no_backslash_escapes => {
                         if let Some(n) = at(i + 1) {
                             val.push(n);
                         }
@@ -181,7 +194,11 @@ pub(crate) fn tokenize(s: &str) -> Result<Vec<Token>, DdlError> {
                     }
                 }
             }
-            let tok = if q == '`' { Tok::Quoted(val) } else { Tok::Str };
+            let tok = if q == '`' || (q == '"' && ansi_quotes) {
+                Tok::Quoted(val)
+            } else {
+                Tok::Str
+            };
             out.push(Token {
                 tok,
                 start,
@@ -359,7 +376,10 @@ fn parse_clause(c: &[Token], src: &str, spec: &mut AlterSpec) -> Result<(), DdlE
                 {
                     return Err(DdlError::AlgorithmOrLock(src_s));
                 }
-                if w.eq_ignore_ascii_case("ENGINE") {
+                // the table option, not a column named `engine` (`ADD COLUMN engine ...`)
+                let is_option = matches!(next.map(|t| &t.tok), Some(Tok::Punct('=')))
+                    || (k == 0 && matches!(next.map(|t| &t.tok), Some(Tok::Word(_))));
+                if w.eq_ignore_ascii_case("ENGINE") && is_option {
                     let v = if matches!(next.map(|t| &t.tok), Some(Tok::Punct('='))) {
                         c.get(k + 2)
                     } else {
@@ -368,6 +388,25 @@ fn parse_clause(c: &[Token], src: &str, spec: &mut AlterSpec) -> Result<(), DdlE
                     let engine = ident(v).unwrap_or_default();
                     if !engine.eq_ignore_ascii_case("InnoDB") {
                         return Err(DdlError::Engine(src_s));
+                    }
+                }
+                if w.eq_ignore_ascii_case("AUTO_INCREMENT") && is_option {
+                    let v = if matches!(next.map(|t| &t.tok), Some(Tok::Punct('='))) {
+                        c.get(k + 2)
+                    } else {
+                        next
+                    };
+                    if let Some(Token {
+                        tok: Tok::Num,
+                        start,
+                        end,
+                    }) = v
+                    {
+                        // token offsets count from the whole ALTER's text, `src` from the clause's
+                        let base = c[0].start;
+                        spec.auto_increment = src
+                            .get(start - base..end - base)
+                            .and_then(|n| n.parse().ok());
                     }
                 }
             }
@@ -537,12 +576,13 @@ pub fn column_mapping(
     spec: &AlterSpec,
 ) -> Vec<MappedColumn> {
     let lc = |s: &str| s.to_lowercase();
-    let renamed_into: HashMap<String, String> = spec
-        .renames
-        .iter()
-        .map(|(o, n)| (lc(n), o.clone()))
-        .collect();
-    let renamed_away: Vec<String> = spec.renames.iter().map(|(o, _)| lc(o)).collect();
+    // `CHANGE COLUMN IF EXISTS a b` / `RENAME COLUMN IF EXISTS a TO b` of a column the table
+    // does not have changes nothing, as on the server (without IF EXISTS the server refuses it)
+    let has = |c: &str| old_cols.iter().any(|o| lc(o) == lc(c));
+    let renames: Vec<&(String, String)> = spec.renames.iter().filter(|(o, _)| has(o)).collect();
+    let renamed_into: HashMap<String, String> =
+        renames.iter().map(|(o, n)| (lc(n), o.clone())).collect();
+    let renamed_away: Vec<String> = renames.iter().map(|(o, _)| lc(o)).collect();
     let dropped: Vec<String> = spec.dropped.iter().map(|d| lc(d)).collect();
     let old_by_lc: HashMap<String, &String> = old_cols.iter().map(|c| (lc(c), c)).collect();
     new_cols
@@ -564,9 +604,84 @@ pub fn column_mapping(
         .collect()
 }
 
+/// New columns that have the name of an original column but take no value from it, where the
+/// ALTER neither drops that column nor renames it away: a sign that zdm-ost misread the ALTER,
+/// which would empty the column in every row. The plan refuses them.
+pub fn unmapped_namesakes(
+    mapping: &[MappedColumn],
+    old_cols: &[String],
+    spec: &AlterSpec,
+) -> Vec<String> {
+    let lc = |s: &str| s.to_lowercase();
+    let gone: Vec<String> = spec
+        .dropped
+        .iter()
+        .chain(spec.renames.iter().map(|(o, _)| o))
+        .map(|c| lc(c))
+        .collect();
+    mapping
+        .iter()
+        .filter(|m| m.source.is_none())
+        .filter(|m| old_cols.iter().any(|o| lc(o) == lc(&m.target)))
+        .filter(|m| !gone.contains(&lc(&m.target)))
+        .map(|m| m.target.clone())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rename_if_exists_of_a_missing_column_changes_nothing() {
+        let old = cols(&["id", "full_name"]);
+        let spec = parse_alter(
+            "CHANGE COLUMN IF EXISTS name full_name VARCHAR(100), RENAME COLUMN IF EXISTS gone TO id",
+            "t",
+        )
+        .unwrap();
+        let m = column_mapping(&old, &old, &spec);
+        assert!(
+            m.iter()
+                .all(|c| c.source.as_deref() == Some(c.target.as_str())),
+            "{m:?}"
+        );
+        assert!(unmapped_namesakes(&m, &old, &spec).is_empty());
+        // a misread mapping that would empty an existing column is caught
+        let wrong = vec![MappedColumn {
+            target: "full_name".into(),
+            source: None,
+        }];
+        assert_eq!(
+            unmapped_namesakes(&wrong, &old, &spec),
+            cols(&["full_name"])
+        );
+        // dropping and adding a column of the same name is meant
+        let readd = parse_alter("DROP COLUMN full_name, ADD COLUMN full_name INT", "t").unwrap();
+        assert!(unmapped_namesakes(&wrong, &old, &readd).is_empty());
+    }
+
+    #[test]
+    fn a_column_named_engine_and_the_auto_increment_option_are_read_as_meant() {
+        let s = parse_alter(
+            "ADD COLUMN engine VARCHAR(10) NULL, CHANGE engine2 engine3 INT",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(s.added, cols(&["engine"]));
+        assert!(matches!(
+            parse_alter("ADD COLUMN x INT, ENGINE = MyISAM", "t"),
+            Err(DdlError::Engine(_))
+        ));
+        assert!(matches!(
+            parse_alter("ENGINE MyISAM", "t"),
+            Err(DdlError::Engine(_))
+        ));
+        let s = parse_alter("ADD COLUMN n INT, AUTO_INCREMENT = 1000000", "t").unwrap();
+        assert_eq!(s.auto_increment, Some(1_000_000));
+        let s = parse_alter("MODIFY id BIGINT NOT NULL AUTO_INCREMENT", "t").unwrap();
+        assert_eq!(s.auto_increment, None);
+    }
 
     fn cols(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()

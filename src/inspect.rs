@@ -50,6 +50,8 @@ pub enum PreflightError {
     },
     #[error("`{db}`.`{table}` is a view, not a table: alter the table(s) it reads from")]
     IsView { db: String, table: String },
+    #[error("`{db}`.`{table}` is system-versioned: a copy would lose its history rows and reset their row_start/row_end (system_versioning_alter_history=KEEP does not carry them either). Change it with a native ALTER")]
+    SystemVersioned { db: String, table: String },
     #[error("`{db}`.`{table}` uses the {engine} engine; zdm-ost migrates InnoDB tables only (it needs row locks and transactions). Convert it first, e.g. ALTER TABLE ... ENGINE=InnoDB, natively")]
     NotInnoDb {
         db: String,
@@ -191,6 +193,12 @@ impl TableInfo {
         let Some((kind, engine, data, index, rows, ai)) = row else {
             return Ok(None);
         };
+        if kind == "SYSTEM VERSIONED" {
+            return Err(PreflightError::SystemVersioned {
+                db: db.into(),
+                table: table.into(),
+            });
+        }
         if kind == "VIEW" {
             return Err(PreflightError::IsView {
                 db: db.into(),

@@ -30,6 +30,7 @@ pub mod plan;
 pub mod progress;
 pub mod resync;
 pub mod sql;
+pub mod statement;
 pub mod throttle;
 pub mod verify;
 

@@ -912,6 +912,7 @@ impl Run<'_> {
             old: self.names.old.clone(),
             changelog: self.names.changelog.clone(),
             expected_columns,
+            auto_increment: self.plan.auto_increment,
             control: conn,
             follower: &mut follower,
             stream,

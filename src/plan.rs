@@ -46,6 +46,8 @@ pub enum PlanError {
     },
     #[error("the server cannot copy the definition of `{table}` under its sql_mode: {reason}. A native ALTER TABLE of it fails the same way; fix the table's definition first (for example its DEFAULT), in a session whose sql_mode allows the old one")]
     DefinitionRejected { table: String, reason: String },
+    #[error("after the ALTER the new table has column(s) `{columns}` of the same name as the original's, but zdm-ost would not copy their values: it may have misread the ALTER, and every row would lose them. Nothing was changed. Write the ALTER without IF EXISTS/IF NOT EXISTS on these columns, or run it as a native ALTER")]
+    Namesake { columns: String },
     #[error("copying a sample of rows into a copy of the table with the new schema failed: {reason}. The migration would fail the same way: fix the data or the ALTER first")]
     SampleCopy { reason: String },
     #[error("table {name} already exists: another zdm-ost run on this table may be planning now. If none is, DROP TABLE {name} and run again")]
@@ -208,6 +210,8 @@ pub struct Plan {
     pub database: String,
     pub table: String,
     pub alter: String,
+    /// The ALTER's `AUTO_INCREMENT = n` table option, if any.
+    pub auto_increment: Option<u64>,
     pub names: TableNames,
     pub data_bytes: u64,
     pub index_bytes: u64,
@@ -368,6 +372,12 @@ async fn probe_inner(
         .map(|c| c.name.clone())
         .collect();
     let mapping = column_mapping(&old_cols, &new_cols, spec);
+    let namesakes = crate::ddl::unmapped_namesakes(&mapping, &old_cols, spec);
+    if !namesakes.is_empty() {
+        return Err(PlanError::Namesake {
+            columns: namesakes.join("`, `"),
+        });
+    }
     let chunk_key = shared_key(original, &ghost, &mapping)?;
 
     // A timed sample copy through the same kind of statement the copier runs.
@@ -625,6 +635,7 @@ impl Plan {
             database: pre.table.db.clone(),
             table: t.clone(),
             alter: spec.body.clone(),
+            auto_increment: spec.auto_increment,
             names,
             data_bytes: pre.table.data_bytes,
             index_bytes: pre.table.index_bytes,

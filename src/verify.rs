@@ -151,6 +151,8 @@ fn cast(expr: &str, column_type: &str, charset: Option<&str>) -> String {
             "CAST({expr} AS DECIMAL({}))",
             args.unwrap_or_else(|| "10,0".into())
         ),
+        // a FLOAT holds single precision: a DOUBLE made FLOAT compares as the FLOAT it became
+        "float" if args.is_none() => format!("CAST({expr} AS FLOAT)"),
         "float" | "double" | "real" => format!("CAST({expr} AS DOUBLE)"),
         "date" => format!("CAST({expr} AS DATE)"),
         "datetime" | "timestamp" => format!(
@@ -527,6 +529,8 @@ mod tests {
             "CAST(`d` AS DECIMAL(12,3))"
         );
         assert_eq!(cast("`t`", "datetime(6)", None), "CAST(`t` AS DATETIME(6))");
+        assert_eq!(cast("`f`", "float", None), "CAST(`f` AS FLOAT)");
+        assert_eq!(cast("`f`", "double", None), "CAST(`f` AS DOUBLE)");
         assert_eq!(cast("`t`", "time(3)", None), "CAST(`t` AS TIME(3))");
         assert_eq!(
             cast("`s`", "varchar(10)", Some("utf8mb4")),

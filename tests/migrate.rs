@@ -577,7 +577,7 @@ async fn ddl_on_the_table_mid_migration_aborts_cleanly() {
     );
     assert!(
         line.ends_with(&format!(
-            "`{}`.`t` was changed by another statement while migrating (ALTER TABLE t ADD COLUMN sneaky INT NULL). The ghost table no longer matches it; run the migration again once that change is done",
+            "`{}`.`t` was changed by another statement while migrating (ALTER TABLE t ADD COLUMN sneaky INT NULL): it alters the table. The ghost table no longer matches it; run the migration again once that change is done",
             db.name
         )),
         "{line}"

@@ -1,0 +1,415 @@
+//! What a statement in the binlog (a QUERY event) means for the migrated table (DESIGN.md,
+//! fidelity rule 4: fail closed on the stream, but only for what matters).
+//!
+//! Row changes reach zdm-ost as row events; a statement in the binlog is DDL, an administrative
+//! statement, or DML some session wrote in STATEMENT format. Only a statement that changes the
+//! table's rows or definition (or might: statement-format DML in its database, a statement that
+//! names the table and cannot be classified) stops the run. Statements that change neither
+//! (`ANALYZE TABLE`, `OPTIMIZE TABLE`, `GRANT ... ON db.t`, `CREATE VIEW ... FROM t`,
+//! `CREATE TABLE x LIKE t`, `ALTER EVENT`, ...) do not: a nightly `mysqlcheck --analyze` must
+//! not throw hours of copying away.
+//!
+//! The text is read as the server ran it: executable comments (`/*! ... */`, `/*!40000 ... */`,
+//! `/*M!100000 ... */`) are code, and `ANSI_QUOTES` (from the event's own sql_mode) makes
+//! `"t"` a name. Why not a SQL parser crate: sqlparser's MySQL dialect was evaluated (see
+//! docs/design.md); it does not read MariaDB's executable comments or several of the
+//! statements the binlog carries (`ALTER EVENT`, `OPTIMIZE TABLE` options, `CREATE OR REPLACE`
+//! forms), and a statement it could not parse would have to stop the run. A classifier over the
+//! leading keywords, with the table's name looked for in the rest, is what the decision needs.
+
+use crate::ddl::{ident, is_kw, tokenize_with, Tok, Token};
+
+/// What a statement does to the migrated table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Changes neither its rows nor its definition (or does not concern it).
+    Harmless,
+    /// Changes, or may change, the table: the run stops, saying why.
+    Stops(&'static str),
+}
+
+/// How the statement's text is read (from the QUERY event's sql_mode).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reading {
+    pub ansi_quotes: bool,
+    pub no_backslash_escapes: bool,
+}
+
+/// Classifies `sql`, run with default database `schema`, against `db`.`table`.
+pub fn classify(sql: &str, schema: &str, db: &str, table: &str, how: Reading) -> Verdict {
+    let code = executable_comments_as_code(sql);
+    let Ok(toks) = tokenize_with(&code, how.ansi_quotes, how.no_backslash_escapes) else {
+        return if mentions(sql, table) {
+            Verdict::Stops("a statement zdm-ost cannot read names the table")
+        } else {
+            Verdict::Harmless
+        };
+    };
+    let names = |toks: &[Token]| names_table(toks, schema, db, table);
+    let first = toks
+        .iter()
+        .position(|t| !matches!(t.tok, Tok::Punct('(')))
+        .unwrap_or(0);
+    let t = &toks[first..];
+    let kw = |i: usize, w: &str| is_kw(t.get(i), w);
+    let word = |i: usize| match t.get(i).map(|t| &t.tok) {
+        Some(Tok::Word(w)) => w.to_ascii_uppercase(),
+        _ => String::new(),
+    };
+    match word(0).as_str() {
+        // administrative statements: the rows and the definition stay as they are (InnoDB's
+        // OPTIMIZE rebuilds the same rows; REPAIR does nothing to InnoDB)
+        "ANALYZE" | "CHECK" | "CHECKSUM" | "OPTIMIZE" | "REPAIR" => Verdict::Harmless,
+        "GRANT" | "REVOKE" => Verdict::Harmless,
+        "SET" | "SAVEPOINT" | "RELEASE" | "FLUSH" | "XA" | "USE" | "SHOW" | "DO" | "SELECT"
+        | "BEGIN" | "COMMIT" | "ROLLBACK" | "INSTALL" | "UNINSTALL" | "PURGE" | "RESET"
+        | "KILL" => Verdict::Harmless,
+        "INSERT" | "UPDATE" | "DELETE" | "REPLACE" | "LOAD" | "WITH" | "CALL" => {
+            // a view, a trigger or a procedure may reach the table without naming it
+            if schema == db || names(t) || mentions_db(t, db) {
+                Verdict::Stops(
+                    "DML was written to the binlog as a statement (binlog_format STATEMENT or MIXED in that session) in the table's database; its row changes cannot be followed",
+                )
+            } else {
+                Verdict::Harmless
+            }
+        }
+        "CREATE" => create(t, &names, schema, db, table),
+        "ALTER" => alter(t, &names, schema, db, table),
+        "DROP" => {
+            let what = word(after_modifiers(t, 1));
+            match what.as_str() {
+                "DATABASE" | "SCHEMA" if ident(t.get(last_name(t))).as_deref() == Some(db) => {
+                    Verdict::Stops("its database is dropped")
+                }
+                "VIEW" | "EVENT" | "PROCEDURE" | "FUNCTION" | "USER" | "ROLE" | "SERVER"
+                | "PACKAGE" | "DATABASE" | "SCHEMA" => Verdict::Harmless,
+                _ if names(t) => Verdict::Stops("it drops the table or one of its parts"),
+                _ => Verdict::Harmless,
+            }
+        }
+        "RENAME" if kw(1, "USER") => Verdict::Harmless,
+        "RENAME" if names(t) => Verdict::Stops("it renames the table"),
+        "TRUNCATE" if names(t) => Verdict::Stops("it truncates the table"),
+        "RENAME" | "TRUNCATE" => Verdict::Harmless,
+        _ if names(t) => Verdict::Stops("a statement zdm-ost cannot classify names the table"),
+        _ => Verdict::Harmless,
+    }
+}
+
+/// `CREATE ...`: only a new table that references ours, an index or trigger on it, or a table
+/// of its very name matters.
+fn create(
+    t: &[Token],
+    names: &dyn Fn(&[Token]) -> bool,
+    schema: &str,
+    db: &str,
+    table: &str,
+) -> Verdict {
+    let i = after_modifiers(t, 1);
+    let what = match t.get(i).map(|t| &t.tok) {
+        Some(Tok::Word(w)) => w.to_ascii_uppercase(),
+        _ => String::new(),
+    };
+    match what.as_str() {
+        "VIEW" | "EVENT" | "PROCEDURE" | "FUNCTION" | "USER" | "ROLE" | "DATABASE" | "SCHEMA"
+        | "SERVER" | "PACKAGE" | "SEQUENCE" => Verdict::Harmless,
+        "TABLE" => {
+            let mut n = i + 1;
+            if is_kw(t.get(n), "IF") {
+                n += 3; // IF NOT EXISTS
+            }
+            if is_name(t, n, schema, db, table) {
+                Verdict::Stops("a table of its name is created")
+            } else if references(t, schema, db, table) {
+                Verdict::Stops("a new table gets a foreign key to it")
+            } else {
+                Verdict::Harmless
+            }
+        }
+        _ if names(t) => Verdict::Stops("it adds an index or a trigger to the table"),
+        _ => Verdict::Harmless,
+    }
+}
+
+/// `ALTER ...`: our table itself, or another table given a foreign key to ours.
+fn alter(
+    t: &[Token],
+    names: &dyn Fn(&[Token]) -> bool,
+    schema: &str,
+    db: &str,
+    table: &str,
+) -> Verdict {
+    let i = after_modifiers(t, 1);
+    match t.get(i).map(|t| &t.tok) {
+        Some(Tok::Word(w)) if w.eq_ignore_ascii_case("TABLE") => {
+            let mut n = i + 1;
+            if is_kw(t.get(n), "IF") {
+                n += 2; // IF EXISTS
+            }
+            if is_name(t, n, schema, db, table) {
+                Verdict::Stops("it alters the table")
+            } else if references(t, schema, db, table) {
+                Verdict::Stops("another table gets a foreign key to it")
+            } else {
+                Verdict::Harmless
+            }
+        }
+        Some(Tok::Word(w))
+            if [
+                "EVENT",
+                "VIEW",
+                "USER",
+                "DATABASE",
+                "SCHEMA",
+                "PROCEDURE",
+                "FUNCTION",
+                "SERVER",
+                "SEQUENCE",
+                "ROLE",
+                "LOGFILE",
+                "TABLESPACE",
+            ]
+            .iter()
+            .any(|k| w.eq_ignore_ascii_case(k)) =>
+        {
+            Verdict::Harmless
+        }
+        _ if names(t) => Verdict::Stops("a statement zdm-ost cannot classify names the table"),
+        _ => Verdict::Harmless,
+    }
+}
+
+/// The index of the first word after `CREATE`/`ALTER`/`DROP`'s modifiers: `OR REPLACE`,
+/// `ONLINE`, `IGNORE`, `TEMPORARY`, `UNIQUE`, `DEFINER = ...`, `ALGORITHM = ...`,
+/// `SQL SECURITY ...`, `AGGREGATE`.
+fn after_modifiers(t: &[Token], mut i: usize) -> usize {
+    loop {
+        let w = match t.get(i).map(|t| &t.tok) {
+            Some(Tok::Word(w)) => w.to_ascii_uppercase(),
+            _ => return i,
+        };
+        match w.as_str() {
+            "OR" | "ONLINE" | "OFFLINE" | "IGNORE" | "TEMPORARY" | "UNIQUE" | "FULLTEXT"
+            | "SPATIAL" | "AGGREGATE" | "NO_WRITE_TO_BINLOG" | "LOCAL" => i += 1,
+            "REPLACE" if i > 1 && is_kw(t.get(i - 1), "OR") => i += 1,
+            "DEFINER" | "ALGORITHM" => {
+                // DEFINER = user@host (a few tokens): skip to the next keyword we know
+                i += 2;
+                while let Some(tok) = t.get(i) {
+                    match &tok.tok {
+                        Tok::Word(w)
+                            if ["VIEW", "TRIGGER", "EVENT", "PROCEDURE", "FUNCTION", "SQL"]
+                                .iter()
+                                .any(|k| w.eq_ignore_ascii_case(k)) =>
+                        {
+                            break
+                        }
+                        _ => i += 1,
+                    }
+                }
+            }
+            "SQL" => i += 3, // SQL SECURITY DEFINER|INVOKER
+            _ => return i,
+        }
+    }
+}
+
+/// Is the (possibly qualified) name starting at token `i` our table?
+fn is_name(t: &[Token], i: usize, schema: &str, db: &str, table: &str) -> bool {
+    let (Some(a), dot) = (ident(t.get(i)), t.get(i + 1).map(|x| &x.tok)) else {
+        return false;
+    };
+    if dot == Some(&Tok::Punct('.')) {
+        ident(t.get(i + 2)).as_deref() == Some(table) && a == db
+    } else {
+        a == table && schema == db
+    }
+}
+
+/// Does a `REFERENCES` clause name our table?
+fn references(t: &[Token], schema: &str, db: &str, table: &str) -> bool {
+    (0..t.len()).any(|i| is_kw(t.get(i), "REFERENCES") && is_name(t, i + 1, schema, db, table))
+}
+
+/// The token index of the last name of the statement (`DROP DATABASE IF EXISTS db`).
+fn last_name(t: &[Token]) -> usize {
+    t.iter()
+        .rposition(|x| matches!(x.tok, Tok::Word(_) | Tok::Quoted(_)))
+        .unwrap_or(0)
+}
+
+/// Does the statement name `db` as a qualifier anywhere (`db.x`)?
+fn mentions_db(t: &[Token], db: &str) -> bool {
+    t.windows(2)
+        .any(|w| ident(Some(&w[0])).as_deref() == Some(db) && w[1].tok == Tok::Punct('.'))
+}
+
+/// Does this name our table (qualified with `db`, or unqualified in `schema` = `db`)?
+fn names_table(t: &[Token], schema: &str, db: &str, table: &str) -> bool {
+    (0..t.len()).any(|i| {
+        let Some(name) = ident(t.get(i)) else {
+            return false;
+        };
+        if name != table {
+            return false;
+        }
+        let qualified = i >= 2 && t[i - 1].tok == Tok::Punct('.');
+        if qualified {
+            ident(t.get(i - 2)).as_deref() == Some(db)
+        } else {
+            schema == db
+        }
+    })
+}
+
+/// The crude test for text that cannot be tokenized.
+fn mentions(sql: &str, table: &str) -> bool {
+    sql.contains(table)
+}
+
+/// The statement with its executable comments turned into the code they hold, as the server
+/// runs them (version numbers dropped: a server new enough to write them runs them).
+pub fn executable_comments_as_code(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.char_indices().peekable();
+    let mut quote: Option<char> = None;
+    let mut in_exec = false;
+    while let Some((i, c)) = chars.next() {
+        if let Some(q) = quote {
+            out.push(c);
+            if c == q {
+                quote = None;
+            } else if c == '\\' && q != '`' {
+                if let Some((_, n)) = chars.next() {
+                    out.push(n);
+                }
+            }
+            continue;
+        }
+        match c {
+            '\'' | '"' | '`' => {
+                quote = Some(c);
+                out.push(c);
+            }
+            '*' if in_exec && sql[i..].starts_with("*/") => {
+                chars.next();
+                in_exec = false;
+                out.push(' ');
+            }
+            '/' if sql[i..].starts_with("/*!") || sql[i..].starts_with("/*M!") => {
+                let skip = if sql[i..].starts_with("/*!") { 2 } else { 3 };
+                for _ in 0..skip {
+                    chars.next();
+                }
+                while chars.peek().is_some_and(|(_, d)| d.is_ascii_digit()) {
+                    chars.next();
+                }
+                in_exec = true;
+                out.push(' ');
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(sql: &str) -> Verdict {
+        classify(sql, "app", "app", "t", Reading::default())
+    }
+
+    fn stops(sql: &str) -> bool {
+        matches!(v(sql), Verdict::Stops(_))
+    }
+
+    #[test]
+    fn statements_that_change_neither_rows_nor_definition_do_not_stop() {
+        for sql in [
+            "ANALYZE TABLE t",
+            "ANALYZE NO_WRITE_TO_BINLOG TABLE `app`.`t`",
+            "OPTIMIZE TABLE t",
+            "CHECK TABLE t",
+            "ALTER EVENT t DISABLE",
+            "ALTER DEFINER=`root`@`localhost` EVENT `t` ON SCHEDULE EVERY 1 SECOND",
+            "GRANT SELECT ON app.t TO 'u'@'%'",
+            "REVOKE ALL ON `app`.`t` FROM u",
+            "CREATE VIEW v AS SELECT * FROM t",
+            "CREATE OR REPLACE ALGORITHM=MERGE DEFINER=`root`@`%` SQL SECURITY DEFINER VIEW v AS SELECT a FROM t",
+            "CREATE TABLE t_backup LIKE t",
+            "CREATE TABLE IF NOT EXISTS t_copy AS SELECT * FROM t",
+            "DROP VIEW v",
+            "DROP TABLE other",
+            "ALTER TABLE other ADD COLUMN t INT",
+            "RENAME TABLE a TO b",
+            "TRUNCATE TABLE other",
+            "CREATE EVENT t ON SCHEDULE EVERY 1 SECOND DO INSERT INTO t VALUES (1)",
+            "DROP EVENT IF EXISTS t",
+            "INSERT INTO other.x VALUES (1)",
+        ] {
+            let verdict = if sql.starts_with("INSERT") {
+                classify(sql, "other", "app", "t", Reading::default())
+            } else {
+                v(sql)
+            };
+            assert_eq!(verdict, Verdict::Harmless, "{sql}");
+        }
+    }
+
+    #[test]
+    fn statements_that_change_the_table_stop_however_they_are_written() {
+        for sql in [
+            "TRUNCATE TABLE t",
+            "TRUNCATE t",
+            "/*!40000 TRUNCATE TABLE t */",
+            "/*M!100100 TRUNCATE TABLE `t` */",
+            "ALTER TABLE t ADD COLUMN x INT",
+            "ALTER ONLINE TABLE app.t ENGINE=InnoDB",
+            "DROP TABLE IF EXISTS other, t",
+            "DROP TABLE `app`.`t` /* generated by server */",
+            "RENAME TABLE t TO t2",
+            "RENAME TABLE t2 TO t",
+            "CREATE INDEX i ON t (a)",
+            "CREATE UNIQUE INDEX i ON app.t (a)",
+            "DROP INDEX i ON t",
+            "CREATE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW SET @x = 1",
+            "CREATE TABLE child (id INT, FOREIGN KEY (id) REFERENCES t (id))",
+            "ALTER TABLE child ADD FOREIGN KEY (pid) REFERENCES app.t (id)",
+            "CREATE TABLE t (id INT)",
+            "DROP DATABASE app",
+            "UPDATE v SET a = 1",
+            "INSERT INTO t VALUES (1)",
+            "DELETE FROM other_in_app",
+            "LOAD DATA INFILE '/tmp/x' INTO TABLE t",
+            "FROBNICATE t",
+        ] {
+            assert!(stops(sql), "{sql}");
+        }
+        let ansi = Reading {
+            ansi_quotes: true,
+            ..Reading::default()
+        };
+        assert!(matches!(
+            classify("TRUNCATE TABLE \"t\"", "app", "app", "t", ansi),
+            Verdict::Stops(_)
+        ));
+        // without ANSI_QUOTES "t" is a string, not the table
+        assert_eq!(v("SELECT \"t\""), Verdict::Harmless);
+    }
+
+    #[test]
+    fn executable_comments_are_code_and_quoted_text_is_not() {
+        assert_eq!(
+            executable_comments_as_code("/*!40000 ALTER TABLE t DISABLE KEYS */;").trim(),
+            "ALTER TABLE t DISABLE KEYS  ;"
+        );
+        assert_eq!(
+            executable_comments_as_code("SELECT '/*!x */'"),
+            "SELECT '/*!x */'"
+        );
+        assert!(executable_comments_as_code("/*M!100000 TRUNCATE t*/").contains("TRUNCATE t"));
+    }
+}

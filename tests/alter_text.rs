@@ -1,0 +1,119 @@
+//! The ALTER text read as the server reads it: `IF EXISTS`, a column named like a table option,
+//! the `AUTO_INCREMENT` option; and tables whose copy would lose what the server keeps.
+
+mod common;
+
+use common::fixtures::*;
+use common::*;
+use mysql_async::prelude::*;
+
+async fn migrate(db: &str, alter: &str) -> std::process::Output {
+    zdm(
+        db,
+        &[
+            "--table",
+            "t",
+            "--alter",
+            alter,
+            "--execute",
+            "--no-attempt-instant-ddl",
+            "--ok-to-drop-table",
+        ],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn change_column_if_exists_of_a_missing_column_keeps_every_value() {
+    let mut db = TestDb::new("a_ifexists").await;
+    db.exec("CREATE TABLE t (id INT NOT NULL PRIMARY KEY, full_name VARCHAR(50) NOT NULL)")
+        .await;
+    db.exec("INSERT INTO t SELECT seq, CONCAT('name ', seq) FROM seq_1_to_500")
+        .await;
+    let before = rows(&mut db.conn, "SELECT id, full_name FROM t ORDER BY id").await;
+    // an idempotent migration script, run a second time: `name` was renamed already
+    for alter in [
+        "CHANGE COLUMN IF EXISTS name full_name VARCHAR(100) NOT NULL",
+        "RENAME COLUMN IF EXISTS gone TO id, ADD COLUMN note INT NULL",
+    ] {
+        let o = migrate(&db.name, alter).await;
+        assert!(o.status.success(), "{alter}: {}", stderr(&o));
+        assert_eq!(
+            rows(&mut db.conn, "SELECT id, full_name FROM t ORDER BY id").await,
+            before,
+            "{alter}"
+        );
+    }
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_column_named_engine_and_the_alters_auto_increment_are_what_the_server_makes_them() {
+    let mut db = TestDb::new("a_engine").await;
+    db.exec("CREATE TABLE t (id INT NOT NULL AUTO_INCREMENT PRIMARY KEY, v INT)")
+        .await;
+    db.exec("INSERT INTO t (v) SELECT seq FROM seq_1_to_1000")
+        .await;
+    let o = migrate(
+        &db.name,
+        "ADD COLUMN engine VARCHAR(20) NULL, AUTO_INCREMENT = 1000000",
+    )
+    .await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    db.exec("INSERT INTO t (v, engine) VALUES (1, 'x')").await;
+    let id: Option<i64> = db.conn.query_first("SELECT MAX(id) FROM t").await.unwrap();
+    assert_eq!(
+        id,
+        Some(1_000_000),
+        "the next id after AUTO_INCREMENT = 1000000"
+    );
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_system_versioned_table_is_refused_before_anything_is_created() {
+    let mut db = TestDb::new("a_versioned").await;
+    db.exec("CREATE TABLE t (id INT NOT NULL PRIMARY KEY, v INT) WITH SYSTEM VERSIONING")
+        .await;
+    db.exec("INSERT INTO t VALUES (1, 1)").await;
+    db.exec("UPDATE t SET v = 2").await;
+    let o = migrate(&db.name, "ADD COLUMN note INT NULL").await;
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(
+        error_line(&stderr(&o)),
+        format!(
+            "zdm-ost: error: preflight: `{}`.`t` is system-versioned: a copy would lose its history rows and reset \
+             their row_start/row_end (system_versioning_alter_history=KEEP does not carry them either). Change it \
+             with a native ALTER",
+            db.name
+        )
+    );
+    assert_eq!(db.tables().await, ["t"]);
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn double_to_float_is_copied_and_proven_like_a_native_alter() {
+    let mut db = TestDb::new("a_float").await;
+    db.exec("CREATE TABLE t (id INT NOT NULL PRIMARY KEY, d DOUBLE NOT NULL)")
+        .await;
+    db.exec("INSERT INTO t SELECT seq, seq * 1.000001 + 0.1 FROM seq_1_to_3000")
+        .await;
+    db.exec("CREATE TABLE n LIKE t").await;
+    db.exec("INSERT INTO n SELECT * FROM t").await;
+    db.exec("ALTER TABLE n MODIFY d FLOAT NOT NULL").await;
+    let o = migrate(&db.name, "MODIFY d FLOAT NOT NULL").await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("checksum: original and ghost equal"),
+        "{}",
+        stderr(&o)
+    );
+    assert_same_rows(
+        &mut db.conn,
+        "SELECT id, HEX(CONCAT(d)) FROM t ORDER BY id",
+        "SELECT id, HEX(CONCAT(d)) FROM n ORDER BY id",
+    )
+    .await;
+    db.drop_db().await;
+}
