@@ -4,7 +4,7 @@
 //! Session settings, set on every connection before it is used:
 //! - the server's own `time_zone` (the global value, which a native ALTER's session has unless
 //!   its client changes it), so DATETIME <-> TIMESTAMP conversions and CURRENT_TIMESTAMP
-//!   defaults come out as the server's native ALTER computes them (DESIGN.md, fidelity rule 3).
+//!   defaults come out as the server's native ALTER computes them (docs/design.md, fidelity rule 3).
 //!   TIMESTAMP key values are bound as epoch seconds ([`crate::key`]), so they do not depend
 //!   on it;
 //! - a strict `sql_mode` with the server's value-deciding modes ([`INHERITED_SQL_MODES`]),

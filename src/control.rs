@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
 use crate::progress::Progress;
@@ -18,6 +18,11 @@ use crate::throttle::{LoadSpec, Severity, Source, Throttle};
 pub const HELP: &str =
     "commands: help, status, status-json, throttle, no-throttle, chunk-size=N, chunk-size=?, \
 max-lag-millis=N, max-load=Var=N[,Var=N], critical-load=Var=N[,Var=N], unpostpone, panic";
+
+/// The longest command line served.
+pub const MAX_LINE: usize = 4096;
+/// The commands served over TCP: they change nothing.
+pub const READ_ONLY: [&str; 3] = ["help", "status", "status-json"];
 
 #[derive(Clone)]
 pub struct Control {
@@ -120,11 +125,51 @@ impl Control {
         })
     }
 
-    async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(self, stream: S) {
+    /// Answers command lines on one connection. Over TCP (`read_only`), which any local user
+    /// can reach, only commands that change nothing are served. A line longer than
+    /// [`MAX_LINE`] bytes gets an error and ends the connection (a 400 MB line once took the
+    /// process to 419 MB).
+    async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(self, stream: S, read_only: bool) {
         let (r, mut w) = tokio::io::split(stream);
-        let mut lines = BufReader::new(r).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let answer = self.handle(&line);
+        let mut r = BufReader::new(r);
+        loop {
+            let mut line = Vec::new();
+            let n = match (&mut r)
+                .take(MAX_LINE as u64 + 1)
+                .read_until(b'\n', &mut line)
+                .await
+            {
+                Ok(n) => n,
+                Err(_) => return,
+            };
+            if n == 0 {
+                return;
+            }
+            if line.len() > MAX_LINE && !line.ends_with(b"\n") {
+                let _ = w
+                    .write_all(format!("error: command longer than {MAX_LINE} bytes\n").as_bytes())
+                    .await;
+                // end our side, and read (and drop) a bounded rest for a moment, so the client
+                // gets the answer instead of a reset
+                let _ = w.shutdown().await;
+                let rest = (&mut r).take(1 << 20);
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    tokio::io::copy(&mut { rest }, &mut tokio::io::sink()),
+                )
+                .await;
+                return;
+            }
+            let line = String::from_utf8_lossy(&line);
+            let cmd = line.trim();
+            let answer = if read_only && !READ_ONLY.contains(&cmd) {
+                format!(
+                    "error: over TCP zdm-ost serves only {}; send `{cmd}` on the control socket (owner-only)",
+                    READ_ONLY.join(", ")
+                )
+            } else {
+                self.handle(cmd)
+            };
             if w.write_all(format!("{answer}\n").as_bytes()).await.is_err() {
                 return;
             }
@@ -164,9 +209,9 @@ impl Control {
         );
         loop {
             tokio::select! {
-                a = unix.accept() => if let Ok((s, _)) = a { tokio::spawn(self.clone().serve_conn(s)); },
+                a = unix.accept() => if let Ok((s, _)) = a { tokio::spawn(self.clone().serve_conn(s, false)); },
                 a = async { match &tcp { Some(l) => l.accept().await, None => std::future::pending().await } } => {
-                    if let Ok((s, _)) = a { tokio::spawn(self.clone().serve_conn(s)); }
+                    if let Ok((s, _)) = a { tokio::spawn(self.clone().serve_conn(s, true)); }
                 }
                 _ = stop.cancelled() => break,
             }

@@ -48,7 +48,7 @@ pub fn max_chunk_rows(avg_row_bytes: u64) -> u64 {
 }
 const DUPLICATE_RETRIES: u32 = 6;
 /// Tries at a chunk whose rows other sessions keep locked: with the backoff's 500 ms pauses,
-/// about ten minutes. Every retry loop is bounded (DESIGN.md, fidelity rule 6).
+/// about ten minutes. Every retry loop is bounded (docs/design.md, fidelity rule 6).
 const CONFLICT_RETRIES: u32 = 1200;
 
 #[derive(Debug, thiserror::Error)]

@@ -33,7 +33,10 @@ impl Hooks {
         }
         let p = &self.progress;
         let mut cmd = tokio::process::Command::new(&path);
-        cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        // the password stays in zdm-ost: a hook that logs its environment must not log it
+        cmd.env_remove("ZDM_PASSWORD")
+            .env_remove("MYSQL_PWD")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("ZDM_HOOK", name)
             .env("ZDM_PHASE", p.phase().to_string())
             .env("ZDM_COPIED_ROWS", p.copied_rows.load(Relaxed).to_string())

@@ -1,7 +1,7 @@
 //! Row identity: the values of the key that identifies a row in both tables, as read from the
 //! binlog or from the table, and the SQL predicates that select rows by key.
 //!
-//! This is the one key codec (DESIGN.md, fidelity rule 1): a value read from a binlog row
+//! This is the one key codec (docs/design.md, fidelity rule 1): a value read from a binlog row
 //! image is not yet a SQL value, and a value bound as a plain parameter is not always compared
 //! the way the column compares. Everything that names a row by key (the applier, the copier's
 //! and the checksum's chunk bounds, the cut-over) goes through [`KeyPart::from_binlog_value`],

@@ -1,5 +1,5 @@
 //! Whether a key names the same rows, in the same order, in the original and the ghost
-//! (DESIGN.md, fidelity rule 2).
+//! (docs/design.md, fidelity rule 2).
 //!
 //! The copier, the checksum and the applier select rows of both tables with one predicate over
 //! the key: a range `lo < key <= hi`, or `key IN (...)`. That means the same rows on both sides

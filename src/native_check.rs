@@ -1,4 +1,4 @@
-//! The plan's proof that zdm-ost computes what the server computes (DESIGN.md, fidelity rule 3).
+//! The plan's proof that zdm-ost computes what the server computes (docs/design.md, fidelity rule 3).
 //!
 //! zdm-ost fills the ghost with `INSERT ... SELECT`: new columns take their DEFAULT, generated
 //! columns are computed, changed types are converted, all in zdm-ost's session (time zone,

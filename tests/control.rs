@@ -424,6 +424,20 @@ async fn every_control_command_is_answered_over_a_real_socket() {
         .await
         .unwrap();
     assert!(talk(tcp, "help").await.starts_with("commands: "));
+    // ... which serves nothing that changes the run
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    assert_eq!(
+        talk(tcp, "panic").await,
+        "error: over TCP zdm-ost serves only help, status, status-json; send `panic` on the control socket (owner-only)"
+    );
+    // a line without end is cut off, not buffered
+    let mut c = tokio::net::UnixStream::connect(&sock).await.unwrap();
+    let _ = c.write_all(&vec![b'x'; 10_000]).await;
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).await.unwrap();
+    assert_eq!(answer, "error: command longer than 4096 bytes\n");
     // several commands on one connection
     let mut c = tokio::net::UnixStream::connect(&sock).await.unwrap();
     c.write_all(b"chunk-size=?\nbogus\n").await.unwrap();
@@ -661,8 +675,11 @@ async fn hooks_run_with_their_environment_and_a_failing_before_cut_over_aborts()
             dir.to_str().unwrap(),
             "--status-interval",
             "0.05",
+            "--user",
+            "zdm",
         ],
-        &[("ZDM_FAILPOINT", "copy=300")],
+        // the password as the README recommends passing it: it must not reach the hooks
+        &[("ZDM_FAILPOINT", "copy=300"), ("ZDM_PASSWORD", "zdm")],
     )
     .finish()
     .await;
@@ -689,6 +706,7 @@ async fn hooks_run_with_their_environment_and_a_failing_before_cut_over_aborts()
             "{name}: {e}"
         );
         assert!(e.contains(&format!("ZDM_HOOK={name}\n")), "{name}: {e}");
+        assert!(!e.contains("ZDM_PASSWORD"), "{name} got the password: {e}");
         assert!(
             e.contains("ZDM_ELAPSED_SECONDS=") && e.contains("ZDM_ESTIMATED_ROWS="),
             "{name}: {e}"
