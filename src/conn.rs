@@ -25,6 +25,15 @@ use crate::sql::{server_code, server_message};
 /// How long zdm-ost waits to connect before calling a server unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long the server lets a zdm-ost session sit idle (`wait_timeout`, its maximum): the main
+/// connection holds the run lock and waits through a postponed cut-over, for hours or days. With
+/// the server's default (8 h, often less) it was closed under it: the cut-over failed at
+/// unpostpone, and the run lock was gone for a second run to take.
+pub const IDLE_TIMEOUT_SECS: u64 = 31_536_000;
+/// TCP keepalive on every connection, so a firewall or NAT between zdm-ost and the server does
+/// not drop an idle one.
+pub const KEEPALIVE_MS: u64 = 30_000;
+
 /// The `sql_mode` every zdm-ost session has, whatever the server's.
 pub const SQL_MODE: &str = "STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION";
 
@@ -121,7 +130,8 @@ impl Endpoint {
             "SET NAMES utf8mb4".to_string(),
             format!(
                 "SET SESSION time_zone = @@GLOBAL.time_zone, sql_mode = {}, \
-                 lock_wait_timeout = {lock_wait_timeout_secs}, innodb_lock_wait_timeout = {lock_wait_timeout_secs}",
+                 lock_wait_timeout = {lock_wait_timeout_secs}, innodb_lock_wait_timeout = {lock_wait_timeout_secs}, \
+                 wait_timeout = {IDLE_TIMEOUT_SECS}",
                 session_sql_mode()
             ),
         ];
@@ -135,6 +145,7 @@ impl Endpoint {
             .pass(self.password.clone())
             .prefer_socket(false)
             .stmt_cache_size(64)
+            .tcp_keepalive(Some(Duration::from_millis(KEEPALIVE_MS)))
             .setup(setup)
             .into()
     }

@@ -254,10 +254,22 @@ pub async fn execute(
             None => Error::Cancelled,
         });
     }
-    if let Some(e) = result.as_ref().err().filter(|e| e.keeps_checkpoint()) {
+    // The main connection holds the run lock. Lost, the lock may be another run's by now:
+    // nothing is dropped then, and the ghost and checkpoint stay for --resume.
+    let main_lost = result.is_err() && conn.ping().await.is_err();
+    if let Some(e) = result
+        .as_ref()
+        .err()
+        .filter(|e| e.keeps_checkpoint() || main_lost)
+    {
         progress.set_phase(Phase::Failed);
         tracing::error!(
-            "migration interrupted: {e}. The ghost table and checkpoint are kept: run the same command with --resume to continue"
+            "migration interrupted: {e}{}. The ghost table and checkpoint are kept: run the same command with --resume to continue",
+            if main_lost {
+                " (the connection holding the run lock was lost)"
+            } else {
+                ""
+            }
         );
     } else if let Err(e) = &result {
         progress.set_phase(Phase::Failed);

@@ -11,7 +11,7 @@ use common::run::Running;
 use common::writer::Writers;
 use common::*;
 use mysql_async::prelude::*;
-use mysql_async::Row;
+use mysql_async::{Conn, Row};
 use rand::Rng;
 
 const ALTER: &str = "ADD COLUMN note TEXT NULL";
@@ -491,6 +491,109 @@ async fn a_postponed_run_keeps_its_checkpoint_current_and_resumes_from_it() {
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
     writers.stop_without_errors().await;
+    assert_same_as_control(&mut db.conn).await;
+    db.drop_db().await;
+}
+
+/// A postponed cut-over outlasts the server's `wait_timeout` (2 s here, on a server of its
+/// own): the run keeps its connections and its lock, a second run cannot drop its ghost, and
+/// the cut-over goes through at the end.
+#[tokio::test]
+async fn a_postponement_longer_than_wait_timeout_keeps_the_run_and_its_lock() {
+    let port = 3320;
+    let mut conn = instance_db("zt_idle", port, &["--wait-timeout=2"]).await;
+    conn.query_drop(
+        "USE zt_idle; CREATE TABLE t (id INT NOT NULL PRIMARY KEY, a INT); \
+         CREATE TABLE ctl LIKE t; INSERT INTO t SELECT seq, seq FROM seq_1_to_1000; INSERT INTO ctl SELECT * FROM t",
+    )
+    .await
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("zdm-idle-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let flag = dir.join("postpone");
+    std::fs::write(&flag, "").unwrap();
+    let run = zdm(
+        port,
+        "zt_idle",
+        &["--postpone-cut-over-flag-file", flag.to_str().unwrap()],
+        &[],
+    );
+    run.wait_for("cut-over postponed", Duration::from_secs(60))
+        .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (code, _, err) = zdm(port, "zt_idle", &["--initially-drop-ghost-table"], &[])
+        .finish()
+        .await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        error_line(&err).contains("another zdm-ost run is migrating `zt_idle`.`t`"),
+        "{err}"
+    );
+    // a fresh session: the test's own went idle past wait_timeout too
+    let mut c = Conn::new(common::opts(port, "root", None, Some("zt_idle")))
+        .await
+        .unwrap();
+    for t in ["t", "ctl"] {
+        c.query_drop(format!("UPDATE {t} SET a = -a WHERE id % 10 = 0"))
+            .await
+            .unwrap();
+    }
+    std::fs::remove_file(&flag).unwrap();
+    let (code, _, err) = run.finish().await;
+    assert_eq!(code, Some(0), "{err}");
+    assert_same_rows(
+        &mut c,
+        "SELECT id, a FROM t ORDER BY id",
+        "SELECT id, a FROM ctl ORDER BY id",
+    )
+    .await;
+}
+
+/// The connection holding the run lock is killed during a postponed cut-over: the run stops
+/// without dropping anything (the lock may be another run's by then), and `--resume` finishes it.
+#[tokio::test]
+async fn losing_the_connection_that_holds_the_run_lock_keeps_the_run_resumable() {
+    let mut db = TestDb::new("v_lostlock").await;
+    std_table(&mut db, 2000).await;
+    let dir = std::env::temp_dir().join(format!("zdm-lostlock-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let flag = dir.join("postpone");
+    std::fs::write(&flag, "").unwrap();
+    let run = zdm(
+        primary_port(),
+        &db.name,
+        &["--postpone-cut-over-flag-file", flag.to_str().unwrap()],
+        &[],
+    );
+    run.wait_for("cut-over postponed", Duration::from_secs(60))
+        .await;
+    let holder: Option<u64> = db
+        .conn
+        .exec_first(
+            "SELECT IS_USED_LOCK(?)",
+            (format!("zdm-ost:{}.t", db.name),),
+        )
+        .await
+        .unwrap()
+        .flatten();
+    db.exec(&format!("KILL {}", holder.expect("the run lock is held")))
+        .await;
+    for t in ["t", "ctl"] {
+        db.exec(&format!("UPDATE {t} SET a = a + 5 WHERE id % 9 = 0"))
+            .await;
+    }
+    std::fs::remove_file(&flag).unwrap();
+    let (code, _, err) = run.finish().await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("(the connection holding the run lock was lost). The ghost table and checkpoint are kept"),
+        "{err}"
+    );
+    assert!(db.tables().await.contains(&"t_zdm_gho".to_string()));
+    let (code, _, err) = zdm(primary_port(), &db.name, &["--resume"], &[])
+        .finish()
+        .await;
+    assert_eq!(code, Some(0), "{err}");
     assert_same_as_control(&mut db.conn).await;
     db.drop_db().await;
 }
