@@ -35,6 +35,10 @@ use crate::resync::{classify, describe_offending_row, resync, Failure, Mode, Sel
 
 /// Keys per flush transaction.
 pub const BATCH: usize = 500;
+/// Bytes of key values per flush statement, at most. A string key is bound as hex (twice its
+/// size), in both statements of the pair: 500 keys of 3 KB overflowed a 1 MB
+/// `max_allowed_packet`, and the run could never finish, resumed or not.
+pub const BATCH_BYTES: usize = 128 * 1024;
 /// Conflicts in a row before a batch is split.
 const SPLIT_AFTER: u32 = 3;
 /// Conflicts in a row before a single key goes back to the set, for the next flush.
@@ -254,7 +258,8 @@ impl Applier {
         }
         let shared = Shared {
             work: Mutex::new(
-                keys.chunks(BATCH)
+                batches(&keys)
+                    .into_iter()
                     .map(|c| Batch {
                         keys: c.to_vec(),
                         conflicts: 0,
@@ -485,6 +490,34 @@ async fn flush_worker(
     }
 }
 
+/// The keys cut into batches of at most [`BATCH`] keys and [`BATCH_BYTES`] bytes of values
+/// (a single key larger than that is a batch of its own).
+fn batches(keys: &[Key]) -> Vec<&[Key]> {
+    let size = |k: &Key| -> usize {
+        k.iter()
+            .map(|p| match p {
+                crate::key::KeyPart::Bytes(b) => b.len() + 8,
+                _ => 16,
+            })
+            .sum()
+    };
+    let mut out = Vec::new();
+    let (mut from, mut bytes) = (0, 0);
+    for (i, k) in keys.iter().enumerate() {
+        let n = size(k);
+        if i > from && (i - from >= BATCH || bytes + n > BATCH_BYTES) {
+            out.push(&keys[from..i]);
+            from = i;
+            bytes = 0;
+        }
+        bytes += n;
+    }
+    if from < keys.len() {
+        out.push(&keys[from..]);
+    }
+    out
+}
+
 /// Retries a batch that met a duplicate: after the other batches, merged with one of them (the
 /// row it collides with may wait there), or after a pause when it is alone, evicting stale rows
 /// on `evict` too. A duplicate that persists through [`DUPLICATE_RETRIES`] is a real violation:
@@ -576,6 +609,27 @@ async fn pause(
 mod tests {
     use super::*;
     use crate::key::KeyPart;
+
+    #[test]
+    fn batches_are_bounded_by_keys_and_by_bytes() {
+        let int = |i: i64| -> Key { vec![KeyPart::Int(i)].into_boxed_slice() };
+        let keys: Vec<Key> = (0..1200).map(int).collect();
+        let sizes: Vec<usize> = batches(&keys).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, vec![500, 500, 200]);
+        let long = |i: u8| -> Key { vec![KeyPart::Bytes(vec![i; 3000])].into_boxed_slice() };
+        let keys: Vec<Key> = (0..100).map(long).collect();
+        let b = batches(&keys);
+        assert!(
+            b.iter().all(|b| b.len() * 3008 <= BATCH_BYTES),
+            "{:?}",
+            b.iter().map(|b| b.len()).collect::<Vec<_>>()
+        );
+        assert_eq!(b.iter().map(|b| b.len()).sum::<usize>(), 100);
+        let huge: Vec<Key> =
+            vec![vec![KeyPart::Bytes(vec![0; BATCH_BYTES * 2])].into_boxed_slice()];
+        assert_eq!(batches(&huge).len(), 1);
+        assert!(batches(&[]).is_empty());
+    }
 
     #[test]
     fn the_frontier_holds_back_keys_between_the_done_chunks_and_the_copy_end() {

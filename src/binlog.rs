@@ -205,6 +205,9 @@ pub struct StreamSpec {
     pub changelog: String,
     /// The key columns, with their positions in the original table.
     pub key: Vec<KeyColumn>,
+    /// A trigger or stored routine of another database names the table: statement-format DML
+    /// there may reach it ([`crate::statement::Reading`]).
+    pub reached_from_elsewhere: bool,
     /// How many columns the original table has.
     pub columns: usize,
 }
@@ -527,7 +530,7 @@ async fn run_once(
                 {
                     end_trx(st, log_pos);
                 } else {
-                    let reading = statement_reading(&q);
+                    let reading = statement_reading(&q, spec.reached_from_elsewhere);
                     let verdict = crate::statement::classify(
                         &query,
                         &q.schema(),
@@ -558,7 +561,10 @@ async fn run_once(
                         &l.schema(),
                         &spec.db,
                         &spec.table,
-                        crate::statement::Reading::default(),
+                        crate::statement::Reading {
+                            reached_from_elsewhere: spec.reached_from_elsewhere,
+                            ..Default::default()
+                        },
                     );
                     if let crate::statement::Verdict::Stops(why) = verdict {
                         return Err(stop_for(spec, event_start, query, why));
@@ -608,7 +614,10 @@ async fn run_once(
 }
 
 /// How a QUERY event's text is read: its own sql_mode says whether `"x"` is a name.
-fn statement_reading(q: &mysql_async::binlog::events::QueryEvent<'_>) -> crate::statement::Reading {
+fn statement_reading(
+    q: &mysql_async::binlog::events::QueryEvent<'_>,
+    reached_from_elsewhere: bool,
+) -> crate::statement::Reading {
     use mysql_async::binlog::events::StatusVarVal;
     use mysql_async::binlog::StatusVarKey;
     let mode = q
@@ -622,6 +631,7 @@ fn statement_reading(q: &mysql_async::binlog::events::QueryEvent<'_>) -> crate::
     crate::statement::Reading {
         ansi_quotes: mode & 0x4 != 0,
         no_backslash_escapes: mode & 0x0010_0000 != 0,
+        reached_from_elsewhere,
     }
 }
 

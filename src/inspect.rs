@@ -50,6 +50,12 @@ pub enum PreflightError {
     },
     #[error("`{db}`.`{table}` is a view, not a table: alter the table(s) it reads from")]
     IsView { db: String, table: String },
+    #[error("`{db}`.`{table}` has column(s) `{columns}` in the pre-10.1 temporal format (COLUMN_TYPE says /* mariadb-5.3 */), whose binlog images zdm-ost cannot decode. Upgrade them first with a native ALTER TABLE ... FORCE (with mysql56_temporal_format=ON)")]
+    OldTemporal {
+        db: String,
+        table: String,
+        columns: String,
+    },
     #[error("`{db}`.`{table}` is system-versioned: a copy would lose its history rows and reset their row_start/row_end (system_versioning_alter_history=KEEP does not carry them either). Change it with a native ALTER")]
     SystemVersioned { db: String, table: String },
     #[error("`{db}`.`{table}` uses the {engine} engine; zdm-ost migrates InnoDB tables only (it needs row locks and transactions). Convert it first, e.g. ALTER TABLE ... ENGINE=InnoDB, natively")]
@@ -224,7 +230,7 @@ impl TableInfo {
             )
             .await
             .map_err(q("the table's columns"))?;
-        let columns = columns
+        let columns: Vec<ColumnInfo> = columns
             .into_iter()
             .map(
                 |(name, column_type, nullable, extra, charset, default, data_type, collation)| {
@@ -276,6 +282,18 @@ impl TableInfo {
                     kind,
                 }),
             }
+        }
+        let old_temporal: Vec<&str> = columns
+            .iter()
+            .filter(|c| c.column_type.contains("mariadb-5.3"))
+            .map(|c| c.name.as_str())
+            .collect();
+        if !old_temporal.is_empty() {
+            return Err(PreflightError::OldTemporal {
+                db: db.into(),
+                table: table.into(),
+                columns: old_temporal.join("`, `"),
+            });
         }
         Ok(Some(TableInfo {
             db: db.into(),

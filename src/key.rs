@@ -281,7 +281,11 @@ impl KeyPart {
                     }
                     KeyPart::Bytes(b.clone())
                 }
-                "set" => KeyPart::UInt(b.iter().rev().fold(0u64, |acc, x| (acc << 8) | *x as u64)),
+                // the server compares a SET with a number by its value as a signed BIGINT
+                // (`s + 0` of the 64th member is negative): so does the key
+                "set" => {
+                    KeyPart::Int(b.iter().rev().fold(0u64, |acc, x| (acc << 8) | *x as u64) as i64)
+                }
                 "bit" => KeyPart::UInt(b.iter().fold(0u64, |acc, x| (acc << 8) | *x as u64)),
                 // mysql_common reads YEAR as 1900 + the stored byte: 1900 is YEAR 0000
                 "year" => {
@@ -588,7 +592,11 @@ mod tests {
         assert!(KeyPart::from_binlog_value(&b("x"), &col("timestamp", false)).is_err());
         assert_eq!(
             v("set", Value::Bytes(vec![0x05, 0x01])),
-            KeyPart::UInt(0x0105)
+            KeyPart::Int(0x0105)
+        );
+        assert_eq!(
+            v("set", Value::Bytes(vec![0, 0, 0, 0, 0, 0, 0, 0x80])),
+            KeyPart::Int(i64::MIN)
         );
         assert_eq!(
             v("bit(10)", Value::Bytes(vec![0x02, 0x01])),

@@ -552,7 +552,12 @@ impl Run<'_> {
         };
         tracing::info!("binlog stream starts at {start} (server id {server_id})");
         self.progress.set_binlog_pos(&start);
+        let reached_from_elsewhere =
+            crate::statement::reached_from_elsewhere(conn, db, &n.original)
+                .await
+                .unwrap_or(true);
         let stream_spec = StreamSpec {
+            reached_from_elsewhere,
             endpoint: self.cfg.primary.clone(),
             flavor: self.plan.server.flavor,
             server_id,
@@ -560,7 +565,16 @@ impl Run<'_> {
             table: n.original.clone(),
             changelog: n.changelog.clone(),
             key,
-            columns: self.plan.original.columns.len(),
+            // a long UNIQUE index (USING HASH) adds a hidden DB_ROW_HASH_n column to the row
+            // image, after the table's own columns
+            columns: self.plan.original.columns.len()
+                + self
+                    .plan
+                    .original
+                    .indexes
+                    .iter()
+                    .filter(|i| i.unique && i.kind.eq_ignore_ascii_case("HASH"))
+                    .count(),
         };
         let (mut stream, rx) = StreamTask::start(
             stream_spec,

@@ -491,37 +491,51 @@ fn shared_key(
     };
     let ghost_keys: Vec<&IndexInfo> = ghost.candidate_keys();
     let mut changed = Vec::new();
-    for key in original.candidate_keys() {
-        let Some(mapped) = key
-            .columns
-            .iter()
-            .map(|c| target_of(c))
-            .collect::<Option<Vec<String>>>()
-        else {
-            continue;
-        };
-        let Some(gk) = ghost_keys
-            .iter()
-            .find(|gk| set(&gk.columns) == set(&mapped))
-        else {
-            continue;
-        };
-        let reasons: Vec<String> = key
-            .columns
-            .iter()
-            .zip(&mapped)
-            .filter_map(|(o, g)| order_changed(original.column(o)?, ghost.column(g)?))
-            .collect();
-        if !reasons.is_empty() {
-            changed.push(format!("{} ({})", key.name, reasons.join(", ")));
-            continue;
+    // the same key in the ghost first; failing that, a ghost key that starts with it (`DROP
+    // PRIMARY KEY, ADD PRIMARY KEY (id, i)`): the original's key is unique, every ghost row is
+    // a copy of an original row, so it names one ghost row too, and the ghost key's prefix
+    // finds it by index
+    for extended in [false, true] {
+        for key in original.candidate_keys() {
+            let Some(mapped) = key
+                .columns
+                .iter()
+                .map(|c| target_of(c))
+                .collect::<Option<Vec<String>>>()
+            else {
+                continue;
+            };
+            let fits = |gk: &&&IndexInfo| {
+                if extended {
+                    gk.columns.len() > mapped.len()
+                        && set(&gk.columns[..mapped.len()]) == set(&mapped)
+                } else {
+                    set(&gk.columns) == set(&mapped)
+                }
+            };
+            let Some(gk) = ghost_keys.iter().find(fits) else {
+                continue;
+            };
+            let reasons: Vec<String> = key
+                .columns
+                .iter()
+                .zip(&mapped)
+                .filter_map(|(o, g)| order_changed(original.column(o)?, ghost.column(g)?))
+                .collect();
+            if !reasons.is_empty() {
+                let why = format!("{} ({})", key.name, reasons.join(", "));
+                if !changed.contains(&why) {
+                    changed.push(why);
+                }
+                continue;
+            }
+            return Ok(ChunkKey {
+                original_index: key.name.clone(),
+                ghost_index: gk.name.clone(),
+                columns: key.columns.clone(),
+                ghost_columns: mapped,
+            });
         }
-        return Ok(ChunkKey {
-            original_index: key.name.clone(),
-            ghost_index: gk.name.clone(),
-            columns: key.columns.clone(),
-            ghost_columns: mapped,
-        });
     }
     if !changed.is_empty() {
         return Err(PlanError::KeyOrderChanged {

@@ -123,9 +123,15 @@ pub fn checksum_exprs(t: &Tables, original: &TableInfo, ghost: &TableInfo) -> (S
         } else {
             format!(", CONCAT({})", flags.join(", "))
         };
+        // each value as its bytes: columns of different charsets (utf8mb4 beside utf16 or
+        // latin1 beside cp1251) cannot be concatenated as text ("Illegal mix of collations")
+        let bytes: Vec<String> = exprs
+            .iter()
+            .map(|e| format!("CAST({e} AS BINARY)"))
+            .collect();
         format!(
             "COUNT(*), COALESCE(BIT_XOR(CRC32(CONCAT_WS('#', {}{flags}))), 0)",
-            exprs.join(", ")
+            bytes.join(", ")
         )
     };
     (build(&orig), build(&gho))

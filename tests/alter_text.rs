@@ -117,3 +117,67 @@ async fn double_to_float_is_copied_and_proven_like_a_native_alter() {
     .await;
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn columns_of_different_charsets_and_a_long_unique_index_migrate_like_a_native_alter() {
+    let mut db = TestDb::new("a_charsets").await;
+    db.exec(
+        "CREATE TABLE t (id INT NOT NULL PRIMARY KEY, a VARCHAR(10) CHARACTER SET utf8mb4, \
+         b VARCHAR(10) CHARACTER SET utf16, c VARCHAR(10) CHARACTER SET latin1, \
+         d VARCHAR(10) CHARACTER SET cp1251, k VARCHAR(1000) CHARACTER SET utf8mb4 NULL, UNIQUE KEY uk (k))",
+    )
+    .await;
+    db.exec(
+        "INSERT INTO t SELECT seq, CONCAT('ä', seq), CONCAT('€', seq), CONCAT('é', seq), \
+         CONVERT(CONCAT('ж', seq) USING cp1251), REPEAT(CONCAT('k', seq), 100) FROM seq_1_to_300",
+    )
+    .await;
+    let hash: Option<String> = db
+        .conn
+        .query_first("SELECT INDEX_TYPE FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 't' AND INDEX_NAME = 'uk'")
+        .await
+        .unwrap();
+    assert_eq!(
+        hash.as_deref(),
+        Some("HASH"),
+        "a long UNIQUE index is a hash index"
+    );
+    db.exec("CREATE TABLE ctl LIKE t").await;
+    db.exec("INSERT INTO ctl SELECT * FROM t").await;
+    let dir = std::env::temp_dir().join(format!("zdm-charsets-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let flag = dir.join("postpone");
+    std::fs::write(&flag, "").unwrap();
+    let run = common::run::Running::spawn(
+        primary_port(),
+        &db.name,
+        &[
+            "--table",
+            "t",
+            "--alter",
+            "ADD COLUMN note INT NULL",
+            "--execute",
+            "--postpone-cut-over-flag-file",
+            flag.to_str().unwrap(),
+        ],
+        &[],
+    );
+    run.wait_for("cut-over postponed", std::time::Duration::from_secs(60))
+        .await;
+    for t in ["t", "ctl"] {
+        db.exec(&format!(
+            "UPDATE {t} SET b = CONCAT(b, 'x'), k = CONCAT(k, 'y') WHERE id % 3 = 0"
+        ))
+        .await;
+    }
+    std::fs::remove_file(&flag).unwrap();
+    let (code, _, err) = run.finish().await;
+    assert_eq!(code, Some(0), "{err}");
+    assert_same_rows(
+        &mut db.conn,
+        "SELECT id, HEX(a), HEX(b), HEX(c), HEX(d), HEX(k) FROM t ORDER BY id",
+        "SELECT id, HEX(a), HEX(b), HEX(c), HEX(d), HEX(k) FROM ctl ORDER BY id",
+    )
+    .await;
+    db.drop_db().await;
+}

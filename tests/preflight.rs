@@ -380,9 +380,18 @@ async fn alters_that_cannot_be_done_online_are_refused_with_the_reason() {
         &run("plain", "DROP PRIMARY KEY").await,
         "plan: after the ALTER, the new table shares no primary key or unique key over NOT NULL columns with `plain` (original keys: PRIMARY(id); new keys: none). zdm-ost identifies rows by a key both tables have: keep the primary key, or keep a unique key over NOT NULL columns",
     );
+    // a new key that extends the old one: the old key still names one row in both tables
+    // (gh-ost's shared-uk), and the new key's prefix finds it
+    let o = run("plain", "DROP PRIMARY KEY, ADD PRIMARY KEY (id, b)").await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("copy rows in chunks of PRIMARY ranges (id)"),
+        "{}",
+        stdout(&o)
+    );
     assert_error(
-        &run("plain", "DROP PRIMARY KEY, ADD PRIMARY KEY (id, b)").await,
-        "plan: after the ALTER, the new table shares no primary key or unique key over NOT NULL columns with `plain` (original keys: PRIMARY(id); new keys: PRIMARY(id,b)). zdm-ost identifies rows by a key both tables have: keep the primary key, or keep a unique key over NOT NULL columns",
+        &run("plain", "DROP PRIMARY KEY, ADD PRIMARY KEY (b, id)").await,
+        "plan: after the ALTER, the new table shares no primary key or unique key over NOT NULL columns with `plain` (original keys: PRIMARY(id); new keys: PRIMARY(b,id)). zdm-ost identifies rows by a key both tables have: keep the primary key, or keep a unique key over NOT NULL columns",
     );
     // a new primary key is fine while another key both tables share remains
     db.exec("ALTER TABLE plain MODIFY c INT NOT NULL").await;

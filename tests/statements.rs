@@ -14,6 +14,10 @@ use common::fixtures::*;
 use common::run::Running;
 use common::*;
 
+/// Statement-format writes stop every run that may be reached (a stored function may write
+/// anywhere): these tests take turns, so one's statements never reach another's run.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("zdm-stmt-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -46,6 +50,7 @@ async fn postponed(db: &str, name: &str) -> (Running, PathBuf) {
 
 #[tokio::test]
 async fn statements_that_change_neither_rows_nor_definition_do_not_stop_the_run() {
+    let _turn = SERIAL.lock().await;
     let mut db = TestDb::new("s_harmless").await;
     std_table(&mut db, 300).await;
     db.exec("DROP USER IF EXISTS 'zt_s_reader'@'127.0.0.1'")
@@ -108,6 +113,7 @@ async fn stopped_by(db: &mut TestDb, name: &str, statements: &[&str]) -> String 
 
 #[tokio::test]
 async fn a_truncate_however_written_stops_the_run() {
+    let _turn = SERIAL.lock().await;
     let mut db = TestDb::new("s_truncate").await;
     db.exec("CREATE TABLE t (id INT NOT NULL PRIMARY KEY, a INT)")
         .await;
@@ -151,6 +157,7 @@ async fn a_truncate_however_written_stops_the_run() {
 
 #[tokio::test]
 async fn statement_format_dml_and_load_data_in_the_database_stop_the_run() {
+    let _turn = SERIAL.lock().await;
     let mut db = TestDb::new("s_stmtdml").await;
     db.exec("CREATE TABLE t (id INT NOT NULL PRIMARY KEY, a INT)")
         .await;
@@ -177,6 +184,50 @@ async fn statement_format_dml_and_load_data_in_the_database_stop_the_run() {
         )),
         "{line}"
     );
+    // a stored function writes: the binlog holds only `SELECT f(...)`
+    db.exec(
+        "CREATE FUNCTION bump(i INT) RETURNS INT DETERMINISTIC MODIFIES SQL DATA BEGIN UPDATE t SET a = a + 1000 WHERE id = i; RETURN 1; END",
+    )
+    .await;
+    let line = stopped_by(
+        &mut db,
+        "function",
+        &[
+            "SET SESSION binlog_format = 'STATEMENT'",
+            "SELECT bump(7)",
+            "SET SESSION binlog_format = 'ROW'",
+        ],
+    )
+    .await;
+    assert!(
+        line.contains("`bump`(7)): a stored function wrote in STATEMENT format"),
+        "{line}"
+    );
+    // statement-format DML in another database, whose trigger writes the table
+    db.exec("CREATE DATABASE IF NOT EXISTS zt_s_other").await;
+    db.exec("CREATE TABLE IF NOT EXISTS zt_s_other.log (n INT)")
+        .await;
+    db.exec(&format!(
+        "CREATE TRIGGER zt_s_other.log_ai AFTER INSERT ON zt_s_other.log FOR EACH ROW \
+         UPDATE `{}`.t SET a = a + 1 WHERE id = NEW.n",
+        db.name
+    ))
+    .await;
+    let line = stopped_by(
+        &mut db,
+        "trigger",
+        &[
+            "SET SESSION binlog_format = 'STATEMENT'",
+            "INSERT INTO zt_s_other.log VALUES (3)",
+            "SET SESSION binlog_format = 'ROW'",
+        ],
+    )
+    .await;
+    assert!(
+        line.contains("(INSERT INTO zt_s_other.log VALUES (3)): some session writes"),
+        "{line}"
+    );
+    db.exec("DROP DATABASE zt_s_other").await;
     let file = scratch("load-data").join("rows.csv");
     std::fs::write(&file, "1001,1\n1002,2\n").unwrap();
     let load = format!(
