@@ -144,26 +144,19 @@ async fn columns_of_different_charsets_and_a_long_unique_index_migrate_like_a_na
     );
     db.exec("CREATE TABLE ctl LIKE t").await;
     db.exec("INSERT INTO ctl SELECT * FROM t").await;
-    let dir = std::env::temp_dir().join(format!("zdm-charsets-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let flag = dir.join("postpone");
-    std::fs::write(&flag, "").unwrap();
-    let run = common::run::Running::spawn(
+    let (run, flag) = common::run::postponed(
         primary_port(),
         &db.name,
+        "charsets",
         &[
             "--table",
             "t",
             "--alter",
             "ADD COLUMN note INT NULL",
             "--execute",
-            "--postpone-cut-over-flag-file",
-            flag.to_str().unwrap(),
         ],
-        &[],
-    );
-    run.wait_for("cut-over postponed", std::time::Duration::from_secs(60))
-        .await;
+    )
+    .await;
     for t in ["t", "ctl"] {
         db.exec(&format!(
             "UPDATE {t} SET b = CONCAT(b, 'x'), k = CONCAT(k, 'y') WHERE id % 3 = 0"

@@ -8,12 +8,11 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::fixtures::*;
-use common::run::Running;
+use common::run::postponed;
 use common::writer::{Gen, KeyShape, Shape, Writers};
 use common::*;
 use mysql_async::prelude::*;
@@ -200,13 +199,6 @@ fn tuple(v: &[&str]) -> String {
     format!("({})", v.join(", "))
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("zdm-fid-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 /// Runs one case of the matrix on the server at `port`, in database `db`; panics with what
 /// differs.
 async fn run_case(port: u16, db: &str, c: &Case) {
@@ -240,12 +232,10 @@ async fn run_case(port: u16, db: &str, c: &Case) {
                 .unwrap_or_else(|e| panic!("{}: {sql}: {e}", c.name));
         }
     }
-    let dir = scratch(c.name);
-    let flag = dir.join("postpone");
-    std::fs::write(&flag, "").unwrap();
-    let run = Running::spawn(
+    let (run, flag) = postponed(
         port,
         db,
+        c.name,
         &[
             "--table",
             &t,
@@ -254,13 +244,9 @@ async fn run_case(port: u16, db: &str, c: &Case) {
             "--execute",
             "--chunk-size",
             "10",
-            "--postpone-cut-over-flag-file",
-            flag.to_str().unwrap(),
         ],
-        &[],
-    );
-    run.wait_for("cut-over postponed", Duration::from_secs(120))
-        .await;
+    )
+    .await;
     let row = |i: usize| tuple(c.vals[i]);
     let set: Vec<String> = c
         .key
@@ -393,11 +379,10 @@ async fn random_binary16_uuid_keys_lose_nothing_under_load() {
     .await;
     // the cut-over waits two seconds after the checksum: every change then reaches the ghost
     // through the binlog key path only
-    let flag = scratch("uuid-load").join("postpone");
-    std::fs::write(&flag, "").unwrap();
-    let run = Running::spawn(
+    let (run, flag) = postponed(
         primary_port(),
         &db.name,
+        "uuid-load",
         &[
             "--table",
             "t",
@@ -406,13 +391,9 @@ async fn random_binary16_uuid_keys_lose_nothing_under_load() {
             "--execute",
             "--chunk-size",
             "500",
-            "--postpone-cut-over-flag-file",
-            flag.to_str().unwrap(),
         ],
-        &[],
-    );
-    run.wait_for("cut-over postponed", Duration::from_secs(120))
-        .await;
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     std::fs::remove_file(&flag).unwrap();
     let (code, _, err) = run.finish().await;
@@ -541,24 +522,13 @@ async fn values_and_keys_follow_a_non_utc_server_time_zone() {
     c.query_drop(format!("ALTER TABLE n_native {alter}"))
         .await
         .unwrap();
-    let flag = scratch("tz").join("postpone");
-    std::fs::write(&flag, "").unwrap();
-    let run = Running::spawn(
+    let (run, flag) = postponed(
         port,
         name,
-        &[
-            "--table",
-            "n",
-            "--alter",
-            alter,
-            "--execute",
-            "--postpone-cut-over-flag-file",
-            flag.to_str().unwrap(),
-        ],
-        &[],
-    );
-    run.wait_for("cut-over postponed", Duration::from_secs(120))
-        .await;
+        "tz",
+        &["--table", "n", "--alter", alter, "--execute"],
+    )
+    .await;
     for t in ["n", "n_native"] {
         c.query_drop(format!(
             "INSERT INTO {t} (id, dt, ts) VALUES (4, '2024-03-31 12:00:00', '2024-10-27 02:30:00')"
@@ -760,11 +730,10 @@ async fn unique_values_moving_between_rows_never_fail_the_copy() {
             ))
         })
         .collect();
-    let flag = scratch("swaps").join("postpone");
-    std::fs::write(&flag, "").unwrap();
-    let run = Running::spawn(
+    let (run, flag) = postponed(
         primary_port(),
         &db.name,
+        "swaps",
         &[
             "--table",
             "t",
@@ -773,13 +742,9 @@ async fn unique_values_moving_between_rows_never_fail_the_copy() {
             "--execute",
             "--chunk-size",
             "200",
-            "--postpone-cut-over-flag-file",
-            flag.to_str().unwrap(),
         ],
-        &[],
-    );
-    run.wait_for("cut-over postponed", Duration::from_secs(120))
-        .await;
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     std::fs::remove_file(&flag).unwrap();
     let (code, _, err) = run.finish().await;

@@ -27,25 +27,19 @@ fn scratch(name: &str) -> PathBuf {
 
 /// zdm-ost on `t` with the cut-over postponed, once it waits; the run and its flag file.
 async fn postponed(db: &str, name: &str) -> (Running, PathBuf) {
-    let flag = scratch(name).join("postpone");
-    std::fs::write(&flag, "").unwrap();
-    let run = Running::spawn(
+    common::run::postponed(
         primary_port(),
         db,
+        name,
         &[
             "--table",
             "t",
             "--alter",
             "ADD COLUMN note TEXT NULL",
             "--execute",
-            "--postpone-cut-over-flag-file",
-            flag.to_str().unwrap(),
         ],
-        &[],
-    );
-    run.wait_for("cut-over postponed", Duration::from_secs(60))
-        .await;
-    (run, flag)
+    )
+    .await
 }
 
 #[tokio::test]

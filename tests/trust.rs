@@ -508,18 +508,13 @@ async fn a_postponement_longer_than_wait_timeout_keeps_the_run_and_its_lock() {
     )
     .await
     .unwrap();
-    let dir = std::env::temp_dir().join(format!("zdm-idle-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let flag = dir.join("postpone");
-    std::fs::write(&flag, "").unwrap();
-    let run = zdm(
+    let (run, flag) = common::run::postponed(
         port,
         "zt_idle",
-        &["--postpone-cut-over-flag-file", flag.to_str().unwrap()],
-        &[],
-    );
-    run.wait_for("cut-over postponed", Duration::from_secs(60))
-        .await;
+        "idle",
+        &["--table", "t", "--alter", ALTER, "--execute"],
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (code, _, err) = zdm(port, "zt_idle", &["--initially-drop-ghost-table"], &[])
         .finish()
@@ -555,18 +550,13 @@ async fn a_postponement_longer_than_wait_timeout_keeps_the_run_and_its_lock() {
 async fn losing_the_connection_that_holds_the_run_lock_keeps_the_run_resumable() {
     let mut db = TestDb::new("v_lostlock").await;
     std_table(&mut db, 2000).await;
-    let dir = std::env::temp_dir().join(format!("zdm-lostlock-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let flag = dir.join("postpone");
-    std::fs::write(&flag, "").unwrap();
-    let run = zdm(
+    let (run, flag) = common::run::postponed(
         primary_port(),
         &db.name,
-        &["--postpone-cut-over-flag-file", flag.to_str().unwrap()],
-        &[],
-    );
-    run.wait_for("cut-over postponed", Duration::from_secs(60))
-        .await;
+        "lostlock",
+        &["--table", "t", "--alter", ALTER, "--execute"],
+    )
+    .await;
     let holder: Option<u64> = db
         .conn
         .exec_first(

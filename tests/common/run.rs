@@ -1,6 +1,7 @@
 //! A zdm-ost process whose stderr is read line by line while it runs, so a test can wait for
 //! a log line (a phase, a failpoint) and then act: kill it, change the table, talk to it.
 
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -119,4 +120,21 @@ impl Running {
         let err = lines.lock().unwrap().join("\n");
         (status.code(), out, err)
     }
+}
+
+/// zdm-ost with `args` and its cut-over postponed by a flag file, once it waits for the
+/// cut-over (copy and checksum done: from here changes reach the ghost only through the
+/// binlog). Returns the run and the flag file; removing the file lets the cut-over go.
+pub async fn postponed(port: u16, db: &str, name: &str, args: &[&str]) -> (Running, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("zdm-postpone-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let flag = dir.join("postpone");
+    std::fs::write(&flag, "").unwrap();
+    let mut all = args.to_vec();
+    all.extend_from_slice(&["--postpone-cut-over-flag-file", flag.to_str().unwrap()]);
+    let run = Running::spawn(port, db, &all, &[]);
+    run.wait_for("cut-over postponed", Duration::from_secs(120))
+        .await;
+    (run, flag)
 }
