@@ -39,6 +39,7 @@ zdm_args() {
       --alter=*) out+=(--alter "${a#--alter=}") ;;
       --alter) out+=(--alter "$1"); shift ;;
       --attempt-instant-ddl) instant=--attempt-instant-ddl ;;
+      --discard-foreign-keys) out+=(--discard-foreign-keys) ;;
       --approve-renamed-columns | --panic-on-warnings | --allow-zero-in-date | \
       --analyze-ghost-table-before-cutover | --default-retries=* | --chunk-size=* | \
       --nice-ratio=* | --checkpoint-seconds=* | --throttle-query=* | \

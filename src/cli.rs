@@ -52,6 +52,11 @@ pub struct Args {
     /// the table).
     #[arg(long)]
     pub allow_on_replica: bool,
+    /// Migrate a table that has foreign keys to other tables, giving them up: the new table is
+    /// created without them (gh-ost's flag; a change made INSTANTly keeps them). A table other
+    /// tables reference is still refused.
+    #[arg(long)]
+    pub discard_foreign_keys: bool,
     /// Server id of zdm-ost's binlog reader; must differ from every replica's (default: random,
     /// above 2^31, checked against the primary's replicas).
     #[arg(long, value_name = "ID")]
@@ -194,6 +199,7 @@ pub struct Config {
     pub replicas: Vec<(String, u16)>,
     pub defer_indexes: crate::plan::DeferIndexes,
     pub allow_on_replica: bool,
+    pub discard_foreign_keys: bool,
 }
 
 impl From<&Args> for ExecOptions {
@@ -246,6 +252,7 @@ impl From<&Args> for Config {
             alter: a.alter.clone(),
             replicas: a.replicas.clone(),
             allow_on_replica: a.allow_on_replica,
+            discard_foreign_keys: a.discard_foreign_keys,
             defer_indexes: match a.defer_indexes {
                 DeferMode::Auto => crate::plan::DeferIndexes::Auto {
                     max_lag_secs: a.max_lag_millis as f64 / 1000.0,

@@ -72,6 +72,12 @@ pub enum PreflightError {
         table: String,
         list: String,
     },
+    #[error("`{db}`.`{table}` is referenced by other tables' foreign keys ({list}): parent-side foreign keys are not supported, even with --discard-foreign-keys (the children would keep pointing at the old table). Drop them first, or change the table natively")]
+    ParentForeignKeys {
+        db: String,
+        table: String,
+        list: String,
+    },
     #[error("`{db}`.`{table}` has triggers ({list}). Triggers stay with the old table at the rename and would be lost, and they may write to other tables while rows are copied. Drop them first (and recreate them after), or change the table natively")]
     Triggers {
         db: String,
@@ -451,7 +457,8 @@ pub async fn preflight(
             table: names.original.clone(),
         });
     }
-    check_foreign_keys_and_triggers(conn, &server, db, &names.original).await?;
+    check_foreign_keys_and_triggers(conn, &server, db, &names.original, cfg.discard_foreign_keys)
+        .await?;
     check_leftovers(conn, db, names, resuming).await?;
     let mut warnings = Vec::new();
     crate::grants::check_privileges(conn, &server, db, &mut warnings).await?;
@@ -728,8 +735,27 @@ async fn check_foreign_keys_and_triggers(
     server: &ServerInfo,
     db: &str,
     table: &str,
+    discard_own: bool,
 ) -> Result<(), PreflightError> {
-    let fks = foreign_keys(conn, server, db, table).await?;
+    let mut fks = foreign_keys(conn, server, db, table).await?;
+    if discard_own {
+        // the table's own foreign keys are given up (the ghost, made with CREATE TABLE ...
+        // LIKE, has none); ones of other tables that reference it cannot be
+        fks.retain(|(_, cs, ct, _, _)| !(cs == db && ct == table));
+        if !fks.is_empty() {
+            return Err(PreflightError::ParentForeignKeys {
+                db: db.into(),
+                table: table.into(),
+                list: fks
+                    .iter()
+                    .map(|(name, cs, ct, rs, rt)| {
+                        format!("{name}: {} -> {}", qualified(cs, ct), qualified(rs, rt))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+    }
     if !fks.is_empty() {
         let list = fks
             .iter()

@@ -174,3 +174,66 @@ async fn columns_of_different_charsets_and_a_long_unique_index_migrate_like_a_na
     .await;
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn discard_foreign_keys_migrates_a_child_table_without_them_and_still_refuses_a_parent() {
+    let mut db = TestDb::new("a_discardfk").await;
+    db.exec("CREATE TABLE p (id INT NOT NULL PRIMARY KEY)")
+        .await;
+    db.exec("INSERT INTO p SELECT seq FROM seq_1_to_10").await;
+    db.exec(
+        "CREATE TABLE t (id INT NOT NULL PRIMARY KEY, pid INT NOT NULL, \
+         CONSTRAINT t_fk FOREIGN KEY (pid) REFERENCES p (id))",
+    )
+    .await;
+    db.exec("INSERT INTO t SELECT seq, 1 + seq % 10 FROM seq_1_to_300")
+        .await;
+    let before = rows(&mut db.conn, "SELECT id, pid FROM t ORDER BY id").await;
+    let o = zdm(
+        &db.name,
+        &[
+            "--table",
+            "t",
+            "--alter",
+            "ADD COLUMN note INT NULL",
+            "--execute",
+            "--discard-foreign-keys",
+            "--no-attempt-instant-ddl",
+        ],
+    )
+    .await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        rows(&mut db.conn, "SELECT id, pid FROM t ORDER BY id").await,
+        before
+    );
+    let fks: Vec<String> = db
+        .conn
+        .query("SELECT CONSTRAINT_NAME FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = DATABASE() AND TABLE_NAME = 't'")
+        .await
+        .unwrap();
+    assert!(fks.is_empty(), "the new table kept {fks:?}");
+    // a table other tables reference stays refused
+    let o = zdm(
+        &db.name,
+        &[
+            "--table",
+            "p",
+            "--alter",
+            "ADD COLUMN note INT NULL",
+            "--discard-foreign-keys",
+        ],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(
+        error_line(&stderr(&o)),
+        format!(
+            "zdm-ost: error: preflight: `{0}`.`p` is referenced by other tables' foreign keys (t_fk: `{0}`.`t_zdm_old` -> `{0}`.`p`): \
+             parent-side foreign keys are not supported, even with --discard-foreign-keys (the children would keep pointing \
+             at the old table). Drop them first, or change the table natively",
+            db.name
+        )
+    );
+    db.drop_db().await;
+}
