@@ -237,3 +237,37 @@ async fn discard_foreign_keys_migrates_a_child_table_without_them_and_still_refu
     );
     db.drop_db().await;
 }
+
+/// Temporal columns in the pre-10.1 format (a server with mysql56_temporal_format=OFF made
+/// them) are refused at preflight: their binlog images cannot be decoded. On a server of its
+/// own, since the format is a global setting.
+#[tokio::test]
+async fn temporal_columns_in_the_old_format_are_refused_with_the_fix() {
+    let port = 3321;
+    let mut c = instance_db("zt_oldtime", port, &["--mysql56-temporal-format=OFF"]).await;
+    c.query_drop(
+        "CREATE TABLE zt_oldtime.t (tm TIME(3) NOT NULL, id INT NOT NULL PRIMARY KEY, v INT)",
+    )
+    .await
+    .unwrap();
+    let o = zdm_raw(&[
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--database",
+        "zt_oldtime",
+        "--table",
+        "t",
+        "--alter",
+        "ADD COLUMN note INT NULL",
+    ])
+    .await;
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(
+        error_line(&stderr(&o)),
+        "zdm-ost: error: preflight: `zt_oldtime`.`t` has column(s) `tm` in the pre-10.1 temporal format (COLUMN_TYPE says \
+         /* mariadb-5.3 */), whose binlog images zdm-ost cannot decode. Upgrade them first with a native ALTER TABLE ... \
+         FORCE (with mysql56_temporal_format=ON)"
+    );
+}
