@@ -12,8 +12,9 @@
 //!   mysql_common 0.37;
 //! - BINARY(n) arrives without its trailing 0x00 pad bytes: they are put back;
 //! - ENUM arrives as the member's index, SET as a little-endian bitmask, BIT as big-endian
-//!   bytes: all become integers, compared by index, bitmask or value (never by a name, which
-//!   would pick another member in a ghost whose list differs);
+//!   bytes: all become integers, compared by index, bitmask (as the signed BIGINT the server
+//!   compares a SET with) or value. Ranges need the index order; the plan refuses a key whose
+//!   member list changes other than by appending, so an index names one member in both tables;
 //! - YEAR 0000 arrives as "1900";
 //! - TIMESTAMP arrives as UTC epoch seconds ("0" for the zero value): it is bound through
 //!   `FROM_UNIXTIME`, so it names the same instant in any session time zone (one with daylight
