@@ -271,3 +271,78 @@ async fn temporal_columns_in_the_old_format_are_refused_with_the_fix() {
          FORCE (with mysql56_temporal_format=ON)"
     );
 }
+
+/// A resync whose INSERT fails (the new schema rejects a value) leaves no transaction open on
+/// its connection: its DELETE's row locks would otherwise stay until the connection's next use.
+#[tokio::test]
+async fn a_failed_resync_leaves_no_transaction_open() {
+    use zdm_ost::key::{range_predicate, KeyColumn};
+    use zdm_ost::resync::{resync, Mode, Selection, Tables};
+    let mut db = TestDb::new("a_opentrx").await;
+    db.exec("CREATE TABLE t (id INT NOT NULL PRIMARY KEY, v VARCHAR(20) NOT NULL)")
+        .await;
+    db.exec("CREATE TABLE g (id INT NOT NULL PRIMARY KEY, v VARCHAR(2) NOT NULL)")
+        .await;
+    db.exec("INSERT INTO t VALUES (1, 'a'), (2, 'too long for g')")
+        .await;
+    db.exec("INSERT INTO g VALUES (1, 'a'), (2, 'b')").await;
+    let key = vec![KeyColumn::new("id", 0, "int(11)", None, None)];
+    let tables = Tables {
+        db: db.name.clone(),
+        orig: "t".into(),
+        ghost: "g".into(),
+        key_orig: key.clone(),
+        key_ghost: key.clone(),
+        key_index: "PRIMARY".into(),
+        ghost_index: "PRIMARY".into(),
+        targets: vec!["id".into(), "v".into()],
+        sources: vec!["id".into(), "v".into()],
+        fills: Vec::new(),
+        shared_unique: Vec::new(),
+        share_nowait: "LOCK IN SHARE MODE NOWAIT",
+        insert_slot: None,
+    };
+    let endpoint = zdm_ost::conn::Endpoint {
+        host: "127.0.0.1".into(),
+        port: primary_port(),
+        user: "root".into(),
+        password: None,
+    };
+    let mut conn = endpoint.connect_read_committed().await.unwrap();
+    let id: u64 = conn
+        .query_first("SELECT CONNECTION_ID()")
+        .await
+        .unwrap()
+        .unwrap();
+    let (ghost_pred, ghost_params) = range_predicate(&key, None, None);
+    let (orig_pred, orig_params) = range_predicate(&key, None, None);
+    let sel = Selection {
+        ghost_pred,
+        ghost_params,
+        orig_pred,
+        orig_params,
+        evict: Vec::new(),
+    };
+    let e = resync(&mut conn, &tables, sel, Mode::Locking)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("Data too long"), "{e}");
+    let open: u64 = db
+        .conn
+        .exec_first(
+            "SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id = ?",
+            (id,),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(open, 0, "the failed resync left its transaction open");
+    // and the ghost's rows are as they were: the DELETE was rolled back
+    assert_eq!(
+        rows(&mut db.conn, "SELECT id FROM g ORDER BY id")
+            .await
+            .len(),
+        2
+    );
+    db.drop_db().await;
+}
