@@ -208,6 +208,8 @@ pub struct StreamSpec {
     /// A trigger or stored routine of another database names the table: statement-format DML
     /// there may reach it ([`crate::statement::Reading`]).
     pub reached_from_elsewhere: bool,
+    /// `lower_case_table_names` is not 0: names in statements compare case-insensitively.
+    pub names_case_insensitive: bool,
     /// How many columns the original table has.
     pub columns: usize,
 }
@@ -530,7 +532,7 @@ async fn run_once(
                 {
                     end_trx(st, log_pos);
                 } else {
-                    let reading = statement_reading(&q, spec.reached_from_elsewhere);
+                    let reading = statement_reading(&q, spec);
                     let verdict = crate::statement::classify(
                         &query,
                         &q.schema(),
@@ -543,7 +545,7 @@ async fn run_once(
                     }
                     // A DDL statement is its own transaction (no XID follows it); a DML
                     // statement elsewhere is followed by its COMMIT or XID.
-                    let code = crate::statement::executable_comments_as_code(&query);
+                    let code = crate::ddl::executable_comments_as_code(&query, false);
                     if !is_dml(&code) {
                         end_trx(st, log_pos);
                     }
@@ -553,6 +555,8 @@ async fn run_once(
                 Ok(Some(EventData::RowsEvent(re))) => {
                     handle_rows(spec, &stream, &re, &event_start, tx).await?;
                 }
+                // the end of an XA transaction's prepared part (its rows came before it)
+                Ok(Some(EventData::XaPrepareLogEvent(_))) => end_trx(st, log_pos),
                 Ok(Some(EventData::ExecuteLoadQueryEvent(l))) => {
                     // LOAD DATA written as a statement: its rows are not in the binlog
                     let query = l.query().trim().to_string();
@@ -563,6 +567,7 @@ async fn run_once(
                         &spec.table,
                         crate::statement::Reading {
                             reached_from_elsewhere: spec.reached_from_elsewhere,
+                            names_case_insensitive: spec.names_case_insensitive,
                             ..Default::default()
                         },
                     );
@@ -616,7 +621,7 @@ async fn run_once(
 /// How a QUERY event's text is read: its own sql_mode says whether `"x"` is a name.
 fn statement_reading(
     q: &mysql_async::binlog::events::QueryEvent<'_>,
-    reached_from_elsewhere: bool,
+    spec: &StreamSpec,
 ) -> crate::statement::Reading {
     use mysql_async::binlog::events::StatusVarVal;
     use mysql_async::binlog::StatusVarKey;
@@ -631,7 +636,8 @@ fn statement_reading(
     crate::statement::Reading {
         ansi_quotes: mode & 0x4 != 0,
         no_backslash_escapes: mode & 0x0010_0000 != 0,
-        reached_from_elsewhere,
+        reached_from_elsewhere: spec.reached_from_elsewhere,
+        names_case_insensitive: spec.names_case_insensitive,
     }
 }
 
@@ -639,7 +645,7 @@ fn statement_reading(
 /// table's definition.
 fn stop_for(spec: &StreamSpec, pos: BinlogPos, query: String, why: &'static str) -> BinlogError {
     let target = spec.target();
-    if is_dml(&crate::statement::executable_comments_as_code(&query)) {
+    if is_dml(&crate::ddl::executable_comments_as_code(&query, false)) {
         BinlogError::StatementChange { pos, target, query }
     } else {
         BinlogError::DdlOnTable {
@@ -692,7 +698,6 @@ fn not_understood(data: &EventData<'_>) -> &'static str {
         EventData::TransactionPayloadEvent(_) => {
             "a compressed transaction payload (MySQL binlog_transaction_compression), whose row events zdm-ost does not decode"
         }
-        EventData::XaPrepareLogEvent(_) => "an XA PREPARE",
         EventData::LoadEvent(_)
         | EventData::NewLoadEvent(_)
         | EventData::CreateFileEvent(_)

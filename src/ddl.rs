@@ -39,6 +39,8 @@ pub enum DdlError {
     AlgorithmOrLock(String),
     #[error("`{0}`: tablespace operations are not schema changes zdm-ost can copy for; run them natively")]
     Tablespace(String),
+    #[error("`{0}` holds an executable comment (/*! ... */ or /*M! ... */): the server runs its text as part of the ALTER, and zdm-ost would read the ALTER without it. Write those clauses plainly")]
+    ExecutableComment(String),
     #[error("`{0}`: zdm-ost keeps the table on InnoDB (it needs row locks and transactions to copy safely); only ENGINE=InnoDB is accepted")]
     Engine(String),
     #[error("table name `{table}` is too long: the helper table `{helper}` would have {chars} characters, over MySQL's limit of 64. Rename the table first, or migrate natively")]
@@ -118,8 +120,8 @@ pub(crate) enum Tok {
 #[derive(Debug, Clone)]
 pub(crate) struct Token {
     pub(crate) tok: Tok,
-    start: usize,
-    end: usize,
+    pub(crate) start: usize,
+    pub(crate) end: usize,
 }
 
 pub(crate) fn tokenize(s: &str) -> Result<Vec<Token>, DdlError> {
@@ -243,6 +245,60 @@ pub(crate) fn tokenize_with(
     Ok(out)
 }
 
+/// The statement with its executable comments turned into the code they hold, as the server
+/// runs them (version numbers dropped: a server new enough to write them runs them). Ordinary
+/// comments are kept as they are, quotes inside them included (a `'` in `/* ' */` starts no
+/// string); a backslash escapes inside strings unless `no_backslash_escapes`.
+pub fn executable_comments_as_code(sql: &str, no_backslash_escapes: bool) -> String {
+    let b = sql.as_bytes();
+    let mut out = String::with_capacity(sql.len());
+    let (mut i, mut in_exec) = (0, false);
+    let mut copied = 0;
+    let flush = |out: &mut String, from: usize, to: usize| out.push_str(&sql[from..to]);
+    while i < b.len() {
+        match b[i] {
+            q @ (b'\'' | b'"' | b'`') => {
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    if b[i] == b'\\' && q != b'`' && !no_backslash_escapes {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'/' if sql[i..].starts_with("/*!") || sql[i..].starts_with("/*M!") => {
+                flush(&mut out, copied, i);
+                out.push(' ');
+                i += if sql[i..].starts_with("/*!") { 3 } else { 4 };
+                while i < b.len() && b[i].is_ascii_digit() {
+                    i += 1;
+                }
+                copied = i;
+                in_exec = true;
+            }
+            b'/' if sql[i..].starts_with("/*") => {
+                // an ordinary comment: copied as it is, to its end
+                i = sql[i + 2..].find("*/").map_or(b.len(), |e| i + 2 + e + 2);
+            }
+            b'*' if in_exec && sql[i..].starts_with("*/") => {
+                flush(&mut out, copied, i);
+                out.push(' ');
+                i += 2;
+                copied = i;
+                in_exec = false;
+            }
+            b'#' => i = sql[i..].find('\n').map_or(b.len(), |e| i + e),
+            b'-' if sql[i..].starts_with("-- ") || sql[i..].starts_with("--\t") => {
+                i = sql[i..].find('\n').map_or(b.len(), |e| i + e)
+            }
+            _ => i += 1,
+        }
+    }
+    flush(&mut out, copied, b.len());
+    out
+}
+
 pub(crate) fn is_kw(t: Option<&Token>, kw: &str) -> bool {
     matches!(t, Some(Token { tok: Tok::Word(w), .. }) if w.eq_ignore_ascii_case(kw))
 }
@@ -263,6 +319,11 @@ pub(crate) fn ident(t: Option<&Token>) -> Option<String> {
 /// Parses the body of an ALTER TABLE for `table`.
 pub fn parse_alter(alter: &str, table: &str) -> Result<AlterSpec, DdlError> {
     let text = alter.trim();
+    // the server runs an executable comment's text, which zdm-ost would read past (and the body
+    // it sends would drop one at either end)
+    if executable_comments_as_code(text, false) != text {
+        return Err(DdlError::ExecutableComment(text.to_string()));
+    }
     let mut toks = tokenize(text)?;
     // Trailing semicolons are fine; one in the middle means several statements.
     while matches!(
@@ -659,6 +720,16 @@ mod tests {
         // dropping and adding a column of the same name is meant
         let readd = parse_alter("DROP COLUMN full_name, ADD COLUMN full_name INT", "t").unwrap();
         assert!(unmapped_namesakes(&wrong, &old, &readd).is_empty());
+    }
+
+    #[test]
+    fn executable_comments_in_the_alter_are_refused() {
+        let e = parse_alter(
+            "ADD COLUMN note INT NULL /*!50000 , CHANGE b b2 VARCHAR(20) */",
+            "t",
+        );
+        assert!(matches!(e, Err(DdlError::ExecutableComment(_))), "{e:?}");
+        assert!(parse_alter("ADD COLUMN note INT NULL /* a comment */", "t").is_ok());
     }
 
     #[test]

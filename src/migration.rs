@@ -556,8 +556,15 @@ impl Run<'_> {
             crate::statement::reached_from_elsewhere(conn, db, &n.original)
                 .await
                 .unwrap_or(true);
+        let names_case_insensitive = conn
+            .query_first::<u64, _>("SELECT /* zdm-ost */ @@lower_case_table_names")
+            .await
+            .ok()
+            .flatten()
+            .is_none_or(|v| v != 0);
         let stream_spec = StreamSpec {
             reached_from_elsewhere,
+            names_case_insensitive,
             endpoint: self.cfg.primary.clone(),
             flavor: self.plan.server.flavor,
             server_id,

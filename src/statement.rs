@@ -18,7 +18,7 @@
 //! over the leading keywords, with the table's name looked for in the rest, is what the
 //! decision needs.
 
-use crate::ddl::{ident, is_kw, tokenize_with, Tok, Token};
+use crate::ddl::{executable_comments_as_code, ident, is_kw, tokenize_with, Tok, Token};
 
 const STATEMENT_DML: &str = "DML was written to the binlog as a statement (binlog_format STATEMENT or MIXED in that session) where a view or trigger may reach the table; the rows it changed are not in the binlog";
 const ROUTINE: &str = "a stored function wrote in STATEMENT format (binlog_format STATEMENT or MIXED in that session); it may have changed the table's rows, which the binlog does not carry";
@@ -41,11 +41,14 @@ pub struct Reading {
     /// A trigger or stored routine of another database names the table: statement-format DML
     /// anywhere may reach it ([`reached_from_elsewhere`]).
     pub reached_from_elsewhere: bool,
+    /// `lower_case_table_names` is not 0: table and database names compare case-insensitively.
+    pub names_case_insensitive: bool,
 }
 
-/// Whether a trigger or stored routine outside `db` mentions `table` (by name, in its body):
-/// then a statement-format write in another database may change the table. A body zdm-ost's
-/// user may not read counts as mentioning it.
+/// Whether a trigger, stored routine or view outside `db` (and outside the server's own `sys`
+/// and `mysql`) mentions `table` (by name, in its body): then a statement-format write in
+/// another database may change the table. A routine body zdm-ost's user may not read counts as
+/// mentioning it.
 pub async fn reached_from_elsewhere(
     conn: &mut mysql_async::Conn,
     db: &str,
@@ -62,10 +65,13 @@ pub async fn reached_from_elsewhere(
     let n: Option<u64> = conn
         .exec_first(
             "SELECT /* zdm-ost */ (SELECT COUNT(*) FROM information_schema.TRIGGERS \
-               WHERE TRIGGER_SCHEMA <> ? AND ACTION_STATEMENT LIKE ?) \
+               WHERE TRIGGER_SCHEMA <> ? AND TRIGGER_SCHEMA NOT IN ('sys', 'mysql') AND ACTION_STATEMENT LIKE ?) \
              + (SELECT COUNT(*) FROM information_schema.ROUTINES \
-               WHERE ROUTINE_SCHEMA <> ? AND (ROUTINE_DEFINITION IS NULL OR ROUTINE_DEFINITION LIKE ?))",
-            (db, &like, db, &like),
+               WHERE ROUTINE_SCHEMA <> ? AND ROUTINE_SCHEMA NOT IN ('sys', 'mysql') \
+               AND (ROUTINE_DEFINITION IS NULL OR ROUTINE_DEFINITION LIKE ?)) \
+             + (SELECT COUNT(*) FROM information_schema.VIEWS \
+               WHERE TABLE_SCHEMA <> ? AND TABLE_SCHEMA NOT IN ('sys', 'mysql') AND VIEW_DEFINITION LIKE ?)",
+            (db, &like, db, &like, db, &like),
         )
         .await?;
     Ok(n.unwrap_or(1) > 0)
@@ -73,7 +79,7 @@ pub async fn reached_from_elsewhere(
 
 /// Classifies `sql`, run with default database `schema`, against `db`.`table`.
 pub fn classify(sql: &str, schema: &str, db: &str, table: &str, how: Reading) -> Verdict {
-    let code = executable_comments_as_code(sql);
+    let code = executable_comments_as_code(sql, how.no_backslash_escapes);
     let Ok(toks) = tokenize_with(&code, how.ansi_quotes, how.no_backslash_escapes) else {
         return if mentions(sql, table) {
             Verdict::Stops("a statement zdm-ost cannot read names the table")
@@ -81,7 +87,13 @@ pub fn classify(sql: &str, schema: &str, db: &str, table: &str, how: Reading) ->
             Verdict::Harmless
         };
     };
-    let names = |toks: &[Token]| names_table(toks, schema, db, table);
+    let n = Names {
+        schema,
+        db,
+        table,
+        ci: how.names_case_insensitive,
+    };
+    let names = |toks: &[Token]| n.named_in(toks);
     let first = toks
         .iter()
         .position(|t| !matches!(t.tok, Tok::Punct('(')))
@@ -92,6 +104,31 @@ pub fn classify(sql: &str, schema: &str, db: &str, table: &str, how: Reading) ->
         Some(Tok::Word(w)) => w.to_ascii_uppercase(),
         _ => String::new(),
     };
+    // `SET STATEMENT var = value, ... FOR <statement>` and `ANALYZE <statement>`: the
+    // statement after them is what runs
+    let rest_after = |i: usize| t.get(i).map(|x| &code[x.start..]);
+    if word(0) == "SET" && kw(1, "STATEMENT") {
+        let mut depth = 0;
+        for (i, x) in t.iter().enumerate() {
+            match x.tok {
+                Tok::Punct('(') => depth += 1,
+                Tok::Punct(')') => depth -= 1,
+                Tok::Word(ref w) if depth == 0 && w.eq_ignore_ascii_case("FOR") => {
+                    return match rest_after(i + 1) {
+                        Some(rest) => classify(rest, schema, db, table, how),
+                        None => Verdict::Harmless,
+                    };
+                }
+                _ => {}
+            }
+        }
+    }
+    if word(0) == "ANALYZE" && !["TABLE", "NO_WRITE_TO_BINLOG", "LOCAL"].contains(&word(1).as_str())
+    {
+        if let Some(rest) = rest_after(1) {
+            return classify(rest, schema, db, table, how);
+        }
+    }
     match word(0).as_str() {
         // administrative statements: the rows and the definition stay as they are (InnoDB's
         // OPTIMIZE rebuilds the same rows; REPAIR does nothing to InnoDB)
@@ -108,18 +145,20 @@ pub fn classify(sql: &str, schema: &str, db: &str, table: &str, how: Reading) ->
         // a view or trigger in its database, or a trigger elsewhere that names it, may reach the
         // table without the statement naming it; the rows it changed are not in the binlog
         "INSERT" | "UPDATE" | "DELETE" | "REPLACE" | "LOAD" | "WITH" => {
-            if schema == db || names(t) || mentions_db(t, db) || how.reached_from_elsewhere {
+            if n.eq(schema, db) || names(t) || n.db_named_in(t) || how.reached_from_elsewhere {
                 Verdict::Stops(STATEMENT_DML)
             } else {
                 Verdict::Harmless
             }
         }
-        "CREATE" => create(t, &names, schema, db, table),
-        "ALTER" => alter(t, &names, schema, db, table),
+        "CREATE" => create(t, &n),
+        "ALTER" => alter(t, &n),
         "DROP" => {
             let what = word(after_modifiers(t, 1));
             match what.as_str() {
-                "DATABASE" | "SCHEMA" if ident(t.get(last_name(t))).as_deref() == Some(db) => {
+                "DATABASE" | "SCHEMA"
+                    if ident(t.get(last_name(t))).is_some_and(|d| n.eq(&d, db)) =>
+                {
                     Verdict::Stops("its database is dropped")
                 }
                 "VIEW" | "EVENT" | "PROCEDURE" | "FUNCTION" | "USER" | "ROLE" | "SERVER"
@@ -139,13 +178,7 @@ pub fn classify(sql: &str, schema: &str, db: &str, table: &str, how: Reading) ->
 
 /// `CREATE ...`: only a new table that references ours, an index or trigger on it, or a table
 /// of its very name matters.
-fn create(
-    t: &[Token],
-    names: &dyn Fn(&[Token]) -> bool,
-    schema: &str,
-    db: &str,
-    table: &str,
-) -> Verdict {
+fn create(t: &[Token], n: &Names) -> Verdict {
     let i = after_modifiers(t, 1);
     let what = match t.get(i).map(|t| &t.tok) {
         Some(Tok::Word(w)) => w.to_ascii_uppercase(),
@@ -155,45 +188,66 @@ fn create(
         "VIEW" | "EVENT" | "PROCEDURE" | "FUNCTION" | "USER" | "ROLE" | "DATABASE" | "SCHEMA"
         | "SERVER" | "PACKAGE" | "SEQUENCE" => Verdict::Harmless,
         "TABLE" => {
-            let mut n = i + 1;
-            if is_kw(t.get(n), "IF") {
-                n += 3; // IF NOT EXISTS
+            let mut k = i + 1;
+            if is_kw(t.get(k), "IF") {
+                k += 3; // IF NOT EXISTS
             }
-            if is_name(t, n, schema, db, table) {
+            if n.is_at(t, k) {
                 Verdict::Stops("a table of its name is created")
-            } else if references(t, schema, db, table) {
+            } else if n.referenced_by(t, &n.db_of(t, k)) {
                 Verdict::Stops("a new table gets a foreign key to it")
             } else {
                 Verdict::Harmless
             }
         }
-        _ if names(t) => Verdict::Stops("it adds an index or a trigger to the table"),
+        // CREATE [UNIQUE|...] INDEX i ON t
+        "INDEX" => match t
+            .iter()
+            .position(|x| matches!(&x.tok, Tok::Word(w) if w.eq_ignore_ascii_case("ON")))
+        {
+            Some(on) if n.is_at(t, on + 1) => Verdict::Stops("it adds an index to the table"),
+            Some(_) => Verdict::Harmless,
+            None => Verdict::Stops("a statement zdm-ost cannot classify names the table"),
+        },
+        // a trigger on the table, or one elsewhere whose body names it (it may write it)
+        _ if n.named_in(t) => {
+            Verdict::Stops("it adds a trigger to the table, or one that names it")
+        }
         _ => Verdict::Harmless,
     }
 }
 
-/// `ALTER ...`: our table itself, or another table given a foreign key to ours.
-fn alter(
-    t: &[Token],
-    names: &dyn Fn(&[Token]) -> bool,
-    schema: &str,
-    db: &str,
-    table: &str,
-) -> Verdict {
+/// `ALTER ...`: our table itself, another table given a foreign key to ours, or a partition
+/// exchanged with ours.
+fn alter(t: &[Token], n: &Names) -> Verdict {
     let i = after_modifiers(t, 1);
     match t.get(i).map(|t| &t.tok) {
         Some(Tok::Word(w)) if w.eq_ignore_ascii_case("TABLE") => {
-            let mut n = i + 1;
-            if is_kw(t.get(n), "IF") {
-                n += 2; // IF EXISTS
+            let mut k = i + 1;
+            if is_kw(t.get(k), "IF") {
+                k += 2; // IF EXISTS
             }
-            if is_name(t, n, schema, db, table) {
+            let exchanged = (0..t.len()).any(|j| {
+                is_kw(t.get(j), "WITH") && is_kw(t.get(j + 1), "TABLE") && n.is_at(t, j + 2)
+            });
+            let renamed_to_ours = (0..t.len()).any(|j| {
+                is_kw(t.get(j), "RENAME") && {
+                    let m = if is_kw(t.get(j + 1), "TO") || is_kw(t.get(j + 1), "AS") {
+                        j + 2
+                    } else {
+                        j + 1
+                    };
+                    n.is_at(t, m)
+                }
+            });
+            if n.is_at(t, k) {
                 Verdict::Stops("it alters the table")
-            } else if references(t, schema, db, table) {
+            } else if n.referenced_by(t, &n.db_of(t, k)) {
                 Verdict::Stops("another table gets a foreign key to it")
-            } else if names(t) {
-                // EXCHANGE PARTITION ... WITH TABLE t, and whatever else names it
-                Verdict::Stops("another table's ALTER names the table")
+            } else if exchanged {
+                Verdict::Stops("a partition is exchanged with the table")
+            } else if renamed_to_ours {
+                Verdict::Stops("another table is renamed to its name")
             } else {
                 Verdict::Harmless
             }
@@ -218,7 +272,7 @@ fn alter(
         {
             Verdict::Harmless
         }
-        _ if names(t) => Verdict::Stops("a statement zdm-ost cannot classify names the table"),
+        _ if n.named_in(t) => Verdict::Stops("a statement zdm-ost cannot classify names the table"),
         _ => Verdict::Harmless,
     }
 }
@@ -258,21 +312,90 @@ fn after_modifiers(t: &[Token], mut i: usize) -> usize {
     }
 }
 
-/// Is the (possibly qualified) name starting at token `i` our table?
-fn is_name(t: &[Token], i: usize, schema: &str, db: &str, table: &str) -> bool {
-    let (Some(a), dot) = (ident(t.get(i)), t.get(i + 1).map(|x| &x.tok)) else {
-        return false;
-    };
-    if dot == Some(&Tok::Punct('.')) {
-        ident(t.get(i + 2)).as_deref() == Some(table) && a == db
-    } else {
-        a == table && schema == db
-    }
+/// The migrated table as a statement run in `schema` names it.
+struct Names<'a> {
+    schema: &'a str,
+    db: &'a str,
+    table: &'a str,
+    /// `lower_case_table_names` is not 0.
+    ci: bool,
 }
 
-/// Does a `REFERENCES` clause name our table?
-fn references(t: &[Token], schema: &str, db: &str, table: &str) -> bool {
-    (0..t.len()).any(|i| is_kw(t.get(i), "REFERENCES") && is_name(t, i + 1, schema, db, table))
+impl Names<'_> {
+    fn eq(&self, a: &str, b: &str) -> bool {
+        if self.ci {
+            a.eq_ignore_ascii_case(b)
+        } else {
+            a == b
+        }
+    }
+
+    /// Is the (possibly qualified) name at token `i` our table? `.t` (a leading dot) is the
+    /// default database's, as the server reads it.
+    fn is_at(&self, t: &[Token], i: usize) -> bool {
+        if t.get(i).map(|x| &x.tok) == Some(&Tok::Punct('.')) {
+            return ident(t.get(i + 1)).is_some_and(|a| self.eq(&a, self.table))
+                && self.eq(self.schema, self.db);
+        }
+        let Some(a) = ident(t.get(i)) else {
+            return false;
+        };
+        if t.get(i + 1).map(|x| &x.tok) == Some(&Tok::Punct('.')) {
+            ident(t.get(i + 2)).is_some_and(|b| self.eq(&b, self.table)) && self.eq(&a, self.db)
+        } else {
+            self.eq(&a, self.table) && self.eq(self.schema, self.db)
+        }
+    }
+
+    /// The database of the (possibly qualified) table name at token `i`.
+    fn db_of(&self, t: &[Token], i: usize) -> String {
+        match (ident(t.get(i)), t.get(i + 1).map(|x| &x.tok)) {
+            (Some(d), Some(Tok::Punct('.'))) => d,
+            _ => self.schema.to_string(),
+        }
+    }
+
+    /// Does a `REFERENCES` clause name our table? An unqualified name there is in `in_db`, the
+    /// database of the table that gets the foreign key (as the server resolves it).
+    fn referenced_by(&self, t: &[Token], in_db: &str) -> bool {
+        let there = Names {
+            schema: in_db,
+            ..*self
+        };
+        (0..t.len()).any(|i| is_kw(t.get(i), "REFERENCES") && there.is_at(t, i + 1))
+    }
+
+    /// Does the statement name our table anywhere (qualified with `db`, unqualified or with a
+    /// leading dot in `schema` = `db`; with spaces around a dot, either reading counts)?
+    fn named_in(&self, t: &[Token]) -> bool {
+        (0..t.len()).any(|i| {
+            let Some(name) = ident(t.get(i)) else {
+                return false;
+            };
+            if !self.eq(&name, self.table) {
+                return false;
+            }
+            let dotted = i >= 1 && t[i - 1].tok == Tok::Punct('.');
+            let qualifier = if dotted {
+                ident(t.get(i.wrapping_sub(2)))
+            } else {
+                None
+            };
+            let adjacent = dotted && i >= 2 && t[i - 2].end == t[i - 1].start;
+            match qualifier {
+                Some(q) if adjacent => self.eq(&q, self.db),
+                Some(q) => self.eq(&q, self.db) || self.eq(self.schema, self.db),
+                None => self.eq(self.schema, self.db),
+            }
+        })
+    }
+
+    /// Does the statement name `db` as a qualifier anywhere (`db.x`)?
+    fn db_named_in(&self, t: &[Token]) -> bool {
+        t.windows(2).any(|w| {
+            ident(Some(&w[0])).is_some_and(|d| self.eq(&d, self.db)) && w[1].tok == Tok::Punct('.')
+        })
+    }
 }
 
 /// The token index of the last name of the statement (`DROP DATABASE IF EXISTS db`).
@@ -282,85 +405,15 @@ fn last_name(t: &[Token]) -> usize {
         .unwrap_or(0)
 }
 
-/// Does the statement name `db` as a qualifier anywhere (`db.x`)?
-fn mentions_db(t: &[Token], db: &str) -> bool {
-    t.windows(2)
-        .any(|w| ident(Some(&w[0])).as_deref() == Some(db) && w[1].tok == Tok::Punct('.'))
-}
-
 /// Does the statement call a function (`name(`)?
 fn calls_a_function(t: &[Token]) -> bool {
     t.windows(2)
         .any(|w| matches!(w[0].tok, Tok::Word(_) | Tok::Quoted(_)) && w[1].tok == Tok::Punct('('))
 }
 
-/// Does this name our table (qualified with `db`, or unqualified in `schema` = `db`)?
-fn names_table(t: &[Token], schema: &str, db: &str, table: &str) -> bool {
-    (0..t.len()).any(|i| {
-        let Some(name) = ident(t.get(i)) else {
-            return false;
-        };
-        if name != table {
-            return false;
-        }
-        let qualified = i >= 2 && t[i - 1].tok == Tok::Punct('.');
-        if qualified {
-            ident(t.get(i - 2)).as_deref() == Some(db)
-        } else {
-            schema == db
-        }
-    })
-}
-
 /// The crude test for text that cannot be tokenized.
 fn mentions(sql: &str, table: &str) -> bool {
     sql.contains(table)
-}
-
-/// The statement with its executable comments turned into the code they hold, as the server
-/// runs them (version numbers dropped: a server new enough to write them runs them).
-pub fn executable_comments_as_code(sql: &str) -> String {
-    let mut out = String::with_capacity(sql.len());
-    let mut chars = sql.char_indices().peekable();
-    let mut quote: Option<char> = None;
-    let mut in_exec = false;
-    while let Some((i, c)) = chars.next() {
-        if let Some(q) = quote {
-            out.push(c);
-            if c == q {
-                quote = None;
-            } else if c == '\\' && q != '`' {
-                if let Some((_, n)) = chars.next() {
-                    out.push(n);
-                }
-            }
-            continue;
-        }
-        match c {
-            '\'' | '"' | '`' => {
-                quote = Some(c);
-                out.push(c);
-            }
-            '*' if in_exec && sql[i..].starts_with("*/") => {
-                chars.next();
-                in_exec = false;
-                out.push(' ');
-            }
-            '/' if sql[i..].starts_with("/*!") || sql[i..].starts_with("/*M!") => {
-                let skip = if sql[i..].starts_with("/*!") { 2 } else { 3 };
-                for _ in 0..skip {
-                    chars.next();
-                }
-                while chars.peek().is_some_and(|(_, d)| d.is_ascii_digit()) {
-                    chars.next();
-                }
-                in_exec = true;
-                out.push(' ');
-            }
-            _ => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -398,6 +451,12 @@ mod tests {
             "CREATE EVENT t ON SCHEDULE EVERY 1 SECOND DO INSERT INTO t VALUES (1)",
             "DROP EVENT IF EXISTS t",
             "SET PASSWORD FOR u = PASSWORD('x')",
+            // a column, a constraint or an index merely called like the table
+            "ALTER TABLE other.o ADD COLUMN t INT",
+            "ALTER TABLE other.o ADD CONSTRAINT t CHECK (x > 0)",
+            "CREATE INDEX t ON other.o (x)",
+            // an unqualified REFERENCES is resolved in the new table's database
+            "CREATE TABLE other.child (id INT, pid INT, FOREIGN KEY (pid) REFERENCES t (id))",
         ] {
             assert_eq!(v(sql), Verdict::Harmless, "{sql}");
         }
@@ -433,9 +492,37 @@ mod tests {
             "DO o.f(20)",
             "SET @x = f(20)",
             "ALTER TABLE pt EXCHANGE PARTITION p0 WITH TABLE t",
+            "ALTER TABLE other.x RENAME TO app.t",
+            "SET STATEMENT max_statement_time=0 FOR TRUNCATE TABLE t",
+            "SET STATEMENT a=1, b=(2) FOR UPDATE t SET a = 1",
+            "TRUNCATE TABLE .t",
+            "ALTER TABLE .t ADD COLUMN q INT",
+            "ANALYZE DELETE FROM t WHERE id <= 10",
+            "/* ' */ /*!40000 TRUNCATE TABLE t */ /* ' */",
         ] {
             assert!(stops(sql), "{sql}");
         }
+        // from another default database, an unqualified REFERENCES in our database is ours
+        assert!(matches!(
+            classify(
+                "CREATE TABLE app.child (id INT, pid INT, FOREIGN KEY (pid) REFERENCES t (id))",
+                "other",
+                "app",
+                "t",
+                Reading::default()
+            ),
+            Verdict::Stops(_)
+        ));
+        // lower_case_table_names=1: T is t
+        let ci = Reading {
+            names_case_insensitive: true,
+            ..Reading::default()
+        };
+        assert!(matches!(
+            classify("TRUNCATE TABLE T", "APP", "app", "t", ci),
+            Verdict::Stops(_)
+        ));
+        assert_eq!(v("TRUNCATE TABLE T"), Verdict::Harmless);
         // statement-format DML elsewhere stops only where a trigger or routine elsewhere names it
         let elsewhere = Reading {
             reached_from_elsewhere: true,
@@ -462,14 +549,17 @@ mod tests {
 
     #[test]
     fn executable_comments_are_code_and_quoted_text_is_not() {
+        let code = |s: &str| executable_comments_as_code(s, false);
         assert_eq!(
-            executable_comments_as_code("/*!40000 ALTER TABLE t DISABLE KEYS */;").trim(),
+            code("/*!40000 ALTER TABLE t DISABLE KEYS */;").trim(),
             "ALTER TABLE t DISABLE KEYS  ;"
         );
-        assert_eq!(
-            executable_comments_as_code("SELECT '/*!x */'"),
-            "SELECT '/*!x */'"
-        );
-        assert!(executable_comments_as_code("/*M!100000 TRUNCATE t*/").contains("TRUNCATE t"));
+        assert_eq!(code("SELECT '/*!x */'"), "SELECT '/*!x */'");
+        assert!(code("/*M!100000 TRUNCATE t*/").contains("TRUNCATE t"));
+        // a quote inside an ordinary comment starts no string
+        assert!(code("/* ' */ /*!40000 TRUNCATE TABLE t */ /* ' */").contains(" TRUNCATE TABLE t "));
+        // under NO_BACKSLASH_ESCAPES 'x\' ends at its second quote
+        let nbe = executable_comments_as_code("COMMENT 'x\\' /*!40000 , ADD X */", true);
+        assert!(nbe.contains(" , ADD X "), "{nbe}");
     }
 }

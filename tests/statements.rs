@@ -66,7 +66,15 @@ async fn statements_that_change_neither_rows_nor_definition_do_not_stop_the_run(
         "CREATE TABLE t_backup LIKE t".into(),
         "CREATE TABLE t_copy AS SELECT * FROM t WHERE id < 10".into(),
         "/*!40000 ALTER TABLE t_backup DISABLE KEYS */".into(),
-        "DROP TABLE t_backup, t_copy".into(),
+        // an XA transaction on another table, and a column merely called like the table
+        "CREATE TABLE other_xa (id INT PRIMARY KEY)".into(),
+        "XA START 'zx1'".into(),
+        "INSERT INTO other_xa VALUES (1)".into(),
+        "XA END 'zx1'".into(),
+        "XA PREPARE 'zx1'".into(),
+        "XA COMMIT 'zx1'".into(),
+        "ALTER TABLE other_xa ADD COLUMN t INT".into(),
+        "DROP TABLE t_backup, t_copy, other_xa".into(),
     ] {
         db.exec(&sql).await;
     }
@@ -124,6 +132,11 @@ async fn a_truncate_however_written_stops_the_run() {
             "mcomment",
             vec!["/*M!100000 TRUNCATE TABLE `t` */"],
             "/*M!100000 TRUNCATE TABLE `t` */",
+        ),
+        (
+            "setstatement",
+            vec!["SET STATEMENT max_statement_time = 0 FOR TRUNCATE TABLE t"],
+            "SET STATEMENT max_statement_time = 0 FOR TRUNCATE TABLE t",
         ),
         (
             "ansi",
