@@ -350,7 +350,7 @@ impl TableInfo {
             self.column(n).is_some_and(|c| {
                 let t = c.column_type.to_ascii_lowercase();
                 matches!(
-                    t.split(['(', ' ']).next().unwrap_or(""),
+                    crate::key::base_type(&t),
                     "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint"
                 )
             })

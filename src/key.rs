@@ -64,7 +64,7 @@ impl KeyColumn {
         KeyColumn {
             name: name.to_string(),
             ordinal,
-            data_type: ct.split(['(', ' ']).next().unwrap_or("").to_string(),
+            data_type: base_type(&ct).to_string(),
             unsigned: ct.contains("unsigned"),
             column_type: ct,
             charset: charset.map(str::to_ascii_lowercase),
@@ -90,29 +90,12 @@ impl KeyColumn {
 
     /// The first number in the type's parentheses: BINARY(16) -> 16.
     fn length(&self) -> Option<usize> {
-        let inner = self.column_type.split_once('(')?.1;
-        inner.split([')', ',']).next()?.trim().parse().ok()
+        type_args(&self.column_type).first().map(|n| *n as usize)
     }
 
     /// The number of members of an ENUM.
     fn enum_members(&self) -> usize {
-        let Some((_, list)) = self.column_type.split_once('(') else {
-            return 0;
-        };
-        // members are quoted with '' doubled inside: count the quoted strings
-        let (mut n, mut in_str, mut chars) = (0, false, list.chars().peekable());
-        while let Some(c) = chars.next() {
-            if c != '\'' {
-                continue;
-            }
-            if in_str && chars.peek() == Some(&'\'') {
-                chars.next();
-            } else {
-                in_str = !in_str;
-                n += usize::from(in_str);
-            }
-        }
-        n
+        type_members(&self.column_type).len()
     }
 
     /// Whether values of this column are bound as hex text: string bytes in a charset of their
@@ -140,12 +123,15 @@ impl KeyColumn {
             }
             _ if self.bound_as_hex() => "UNHEX(?)".into(),
             "decimal" | "numeric" => {
-                let args = self
-                    .column_type
-                    .split_once('(')
-                    .and_then(|(_, r)| r.split_once(')'))
-                    .map(|(a, _)| a.to_string())
-                    .unwrap_or_else(|| "10,0".into());
+                let args: Vec<String> = type_args(&self.column_type)
+                    .iter()
+                    .map(u32::to_string)
+                    .collect();
+                let args = if args.is_empty() {
+                    "10,0".into()
+                } else {
+                    args.join(",")
+                };
                 format!("CAST(? AS DECIMAL({args}))")
             }
             "timestamp" => {
@@ -179,6 +165,44 @@ impl KeyColumn {
             _ => q,
         }
     }
+}
+
+/// A `COLUMN_TYPE`'s base type: "decimal(10,3) unsigned" -> "decimal".
+pub fn base_type(column_type: &str) -> &str {
+    column_type.split(['(', ' ']).next().unwrap_or("")
+}
+
+/// The numbers in a `COLUMN_TYPE`'s parentheses: "decimal(10,3)" -> [10, 3] (none for an
+/// ENUM's quoted members).
+pub fn type_args(column_type: &str) -> Vec<u32> {
+    column_type
+        .split_once('(')
+        .and_then(|(_, r)| r.split_once(')'))
+        .map(|(a, _)| a.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// The quoted members of an ENUM or SET `COLUMN_TYPE`, `''` unescaped.
+pub fn type_members(column_type: &str) -> Vec<String> {
+    let Some((_, list)) = column_type.split_once('(') else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut cur: Option<String> = None;
+    let mut chars = list.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (&mut cur, c) {
+            (Some(s), '\'') if chars.peek() == Some(&'\'') => {
+                chars.next();
+                s.push('\'');
+            }
+            (Some(_), '\'') => out.push(cur.take().unwrap_or_default()),
+            (Some(s), c) => s.push(c),
+            (None, '\'') => cur = Some(String::new()),
+            (None, _) => {}
+        }
+    }
+    out
 }
 
 /// The names of key columns.

@@ -18,6 +18,7 @@
 //! with daylight saving. There the plan refuses a TIMESTAMP key.
 
 use crate::inspect::{ColumnInfo, TableInfo};
+use crate::key::{base_type, type_args, type_members};
 
 /// A unique index the ALTER leaves as it is: the same columns, compared the same way, in both
 /// tables. Since the original holds no two rows with the same value in it, a ghost row that
@@ -73,16 +74,16 @@ pub fn order_changed(orig: &ColumnInfo, ghost: &ColumnInfo) -> Option<String> {
     if ot == gt && same_text {
         return None;
     }
-    let (ob, gb) = (base(&ot), base(&gt));
+    let (ob, gb) = (base_type(&ot), base_type(&gt));
     let kept = match (ob, gb) {
         _ if is_integer(ob) && is_integer(gb) => true,
         ("varchar", "varchar") | ("varbinary", "varbinary") | ("char", "char") => same_text,
-        ("decimal", "decimal") => args(&ot).get(1) == args(&gt).get(1),
+        ("decimal", "decimal") => type_args(&ot).get(1) == type_args(&gt).get(1),
         ("datetime", "datetime") | ("time", "time") | ("timestamp", "timestamp") => {
             fraction(&ot) <= fraction(&gt)
         }
         ("enum", "enum") | ("set", "set") => {
-            same_text && gt_members_extend(&members(&ot), &members(&gt))
+            same_text && gt_members_extend(&type_members(&ot), &type_members(&gt))
         }
         _ => false,
     };
@@ -125,10 +126,6 @@ pub fn fixed_offset_zone(time_zone: &str, system: &str) -> bool {
     }
 }
 
-fn base(t: &str) -> &str {
-    t.split(['(', ' ']).next().unwrap_or("")
-}
-
 fn is_integer(t: &str) -> bool {
     matches!(
         t,
@@ -136,39 +133,8 @@ fn is_integer(t: &str) -> bool {
     )
 }
 
-/// The numbers in a type's parentheses: "decimal(10,3)" -> [10, 3].
-fn args(t: &str) -> Vec<u32> {
-    t.split_once('(')
-        .and_then(|(_, r)| r.split_once(')'))
-        .map(|(a, _)| a.split(',').filter_map(|x| x.trim().parse().ok()).collect())
-        .unwrap_or_default()
-}
-
 fn fraction(t: &str) -> u32 {
-    args(t).first().copied().unwrap_or(0)
-}
-
-/// The quoted members of an ENUM or SET type, '' unescaped.
-fn members(t: &str) -> Vec<String> {
-    let Some((_, list)) = t.split_once('(') else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    let mut cur: Option<String> = None;
-    let mut chars = list.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (&mut cur, c) {
-            (Some(s), '\'') if chars.peek() == Some(&'\'') => {
-                chars.next();
-                s.push('\'');
-            }
-            (Some(_), '\'') => out.push(cur.take().unwrap_or_default()),
-            (Some(s), c) => s.push(c),
-            (None, '\'') => cur = Some(String::new()),
-            (None, _) => {}
-        }
-    }
-    out
+    type_args(t).first().copied().unwrap_or(0)
 }
 
 /// The new member list starts with the old one: every old member keeps its position.
@@ -256,7 +222,10 @@ mod tests {
             &col("decimal(10,3)", None, None)
         )
         .is_some());
-        assert_eq!(members("enum('a','it''s','c,d')"), vec!["a", "it's", "c,d"]);
+        assert_eq!(
+            type_members("enum('a','it''s','c,d')"),
+            vec!["a", "it's", "c,d"]
+        );
     }
 
     #[test]

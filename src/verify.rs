@@ -140,7 +140,7 @@ pub fn checksum_exprs(t: &Tables, original: &TableInfo, ghost: &TableInfo) -> (S
 /// `expr` cast to (the comparable form of) a column type.
 fn cast(expr: &str, column_type: &str, charset: Option<&str>) -> String {
     let t = column_type.to_ascii_lowercase();
-    let base = t.split(['(', ' ']).next().unwrap_or("");
+    let base = crate::key::base_type(&t);
     let args = t
         .split_once('(')
         .and_then(|(_, r)| r.split_once(')'))
